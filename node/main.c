@@ -1,0 +1,320 @@
+/*
+ * node/main.c
+ * ternd: the node daemon and the one place that wires the layers together
+ * (storage -> raft -> node -> proxy, DESIGN.md).
+ *
+ * Start: config (embedded defaults, tern.conf, --set), the data dir lock, RocksDB, the
+ * FSM, the consensus thread (bootstrapping a one-voter cluster on a fresh dir), then the
+ * main loop with the admin socket and signal handlers. SIGTERM/SIGINT stop it in the
+ * reverse order: no new admin requests, consensus stopped (pending proposals fail with
+ * "shutting down"), queued completions run, handles closed, store closed.
+ *
+ * SECURITY: ternd runs as an unprivileged user on unprivileged ports by default; the data
+ * dir and admin socket are created private (0700 / 0600).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "admin.h"
+#include "config.h"
+#include "consensus.h"
+#include "db.h"
+#include "fsm.h"
+#include "log.h"
+#include "loopq.h"
+
+#define EXIT_CONFIG 2
+
+struct ternd {
+    struct config cfg;
+    uv_loop_t *loop;
+    uv_signal_t sigterm, sigint;
+    struct loopq q;
+    struct db *db;
+    struct fsm *fsm;
+    struct cons *cons;
+    struct admin *admin;
+    int lock_fd;
+    char data_dir[PATH_MAX];
+    char lock_path[PATH_MAX + 16];
+    bool stopping;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: ternd [--config FILE] [--data DIR] [--set section.key=value]...\n"
+                 "             [--print-config]\n"
+                 "  --config FILE     read tern.conf FILE (every key has a default)\n"
+                 "  --data DIR        data directory (node.data_dir)\n"
+                 "  --set S.K=V       override one key, e.g. --set raft.address=127.0.0.1:7002\n"
+                 "  --print-config    print the effective configuration and exit\n");
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int) sizeof tmp)
+        return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* take_lock(): the data dir belongs to one ternd; the lock file also holds its pid. */
+static int take_lock(struct ternd *t)
+{
+    snprintf(t->lock_path, sizeof t->lock_path, "%s/ternd.pid", t->data_dir);
+    t->lock_fd = open(t->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (t->lock_fd < 0) {
+        fprintf(stderr, "ternd: cannot open %s: %s\n", t->lock_path, strerror(errno));
+        return -1;
+    }
+    if (flock(t->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char buf[32] = {0};
+        ssize_t n = pread(t->lock_fd, buf, sizeof buf - 1, 0);
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        fprintf(stderr, "ternd: data dir %s is held by another ternd (pid %ld)\n", t->data_dir,
+                pid);
+        close(t->lock_fd);
+        t->lock_fd = -1;
+        return -1;
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld\n", (long) getpid());
+    if (ftruncate(t->lock_fd, 0) != 0 || pwrite(t->lock_fd, buf, (size_t) n, 0) != n) {
+        fprintf(stderr, "ternd: cannot write %s: %s\n", t->lock_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void) h;
+}
+
+static void shutdown_node(struct ternd *t)
+{
+    if (t->stopping)
+        return;
+    t->stopping = true;
+    log_info("ternd.stopping", "node=%" PRIu64, config_uint(&t->cfg, "node", "id"));
+    admin_stop(t->admin);
+    t->admin = NULL;
+    cons_stop(t->cons); /* in-flight proposals complete with ESHUTDOWN, via t->q */
+    t->cons = NULL;
+    loopq_close(&t->q);
+    uv_close((uv_handle_t *) &t->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *) &t->sigint, on_handle_closed);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct ternd *t = s->data;
+    log_info("ternd.signal", "signal=%d", signum);
+    shutdown_node(t);
+}
+
+/* load_config(): defaults, then --config, then --data and each --set in order. */
+static int load_config(struct ternd *t, int argc, char **argv, bool *print)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"data", required_argument, NULL, 'd'},
+        {"set", required_argument, NULL, 's'},    {"print-config", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    char err[CONFIG_ERR_MAX];
+    const char *file = NULL;
+    int c;
+    if (config_init(&t->cfg) != 0) {
+        fprintf(stderr, "ternd: out of memory\n");
+        return -1;
+    }
+    /* first pass: the file, so that --data and --set apply on top of it */
+    while ((c = getopt_long(argc, argv, "c:d:s:ph", opts, NULL)) != -1) {
+        if (c == 'c')
+            file = optarg;
+        else if (c == 'h') {
+            usage(stdout);
+            exit(0);
+        } else if (c == '?') {
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ternd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    if (file && config_load(&t->cfg, file, err) != 0) {
+        fprintf(stderr, "ternd: %s\n", err);
+        return -1;
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:d:s:ph", opts, NULL)) != -1) {
+        if (c == 'd' && config_set(&t->cfg, "node.data_dir", optarg, err) != 0) {
+            fprintf(stderr, "ternd: --data: %s\n", err);
+            return -1;
+        }
+        if (c == 'p')
+            *print = true;
+        if (c == 's') {
+            char name[128];
+            const char *eq = strchr(optarg, '=');
+            if (eq == NULL || (size_t) (eq - optarg) >= sizeof name) {
+                fprintf(stderr, "ternd: --set wants section.key=value, got '%s'\n", optarg);
+                return -1;
+            }
+            memcpy(name, optarg, (size_t) (eq - optarg));
+            name[eq - optarg] = 0;
+            if (config_set(&t->cfg, name, eq + 1, err) != 0) {
+                fprintf(stderr, "ternd: --set %s: %s\n", name, err);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct ternd t;
+    memset(&t, 0, sizeof t);
+    t.lock_fd = -1;
+    bool print = false;
+    char err[512];
+    int status = 1;
+
+    if (load_config(&t, argc, argv, &print) != 0)
+        return EXIT_CONFIG;
+    if (print) {
+        config_print(&t.cfg, stdout);
+        config_free(&t.cfg);
+        return 0;
+    }
+    int level = log_parse_level(config_str(&t.cfg, "log", "level"));
+    log_set_level(level < 0 ? LOG_INFO : (enum log_level) level);
+    signal(SIGPIPE, SIG_IGN); /* raft and clients write to peers that may be gone */
+
+    uint64_t id = config_uint(&t.cfg, "node", "id");
+    if (id == 0) {
+        fprintf(stderr, "ternd: node.id must be > 0\n");
+        config_free(&t.cfg);
+        return EXIT_CONFIG;
+    }
+    const char *dd = config_str(&t.cfg, "node", "data_dir");
+    if (dd[0] == 0 || realpath(dd, t.data_dir) == NULL) {
+        if (dd[0] == 0 || mkdir_p(dd, 0700) != 0 || realpath(dd, t.data_dir) == NULL) {
+            fprintf(stderr, "ternd: cannot create data dir '%s': %s\n", dd, strerror(errno));
+            config_free(&t.cfg);
+            return 1;
+        }
+    }
+    if (take_lock(&t) != 0)
+        goto out;
+
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/db", t.data_dir);
+    char dberr[DB_ERR_MAX];
+    if (db_open(path, &t.db, dberr) != 0) {
+        fprintf(stderr, "ternd: %s\n", dberr);
+        goto out;
+    }
+    if (fsm_open(t.db, &t.fsm) != 0) {
+        fprintf(stderr, "ternd: cannot read the state machine's applied index\n");
+        goto out;
+    }
+    log_info("ternd.start", "node=%" PRIu64 " data=%s applied=%" PRIu64, id, t.data_dir,
+             fsm_applied_index(t.fsm));
+
+    char raftdir[PATH_MAX + 32];
+    snprintf(raftdir, sizeof raftdir, "%s/raft", t.data_dir);
+    struct cons_config cc = {
+        .id = id,
+        .address = config_str(&t.cfg, "raft", "address"),
+        .dir = raftdir,
+        .election_ms = (unsigned) config_uint(&t.cfg, "raft", "election_timeout_ms"),
+        .heartbeat_ms = (unsigned) config_uint(&t.cfg, "raft", "heartbeat_ms"),
+        .snapshot_threshold = (unsigned) config_uint(&t.cfg, "raft", "snapshot_threshold"),
+        .snapshot_trailing = (unsigned) config_uint(&t.cfg, "raft", "snapshot_trailing"),
+        .bootstrap = true,
+        .no_leader_wait_ms = 10000,
+    };
+    if (cc.heartbeat_ms == 0 || cc.heartbeat_ms >= cc.election_ms) {
+        fprintf(stderr, "ternd: raft.heartbeat_ms must be > 0 and < raft.election_timeout_ms\n");
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    if (cc.snapshot_threshold == 0) {
+        fprintf(stderr, "ternd: raft.snapshot_threshold must be > 0\n");
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    struct cons_fsm hooks = fsm_hooks(t.fsm);
+    if (cons_start(&cc, &hooks, &t.cons, err, sizeof err) != 0) {
+        fprintf(stderr, "ternd: %s\n", err);
+        goto out;
+    }
+
+    t.loop = uv_default_loop();
+    loopq_init(&t.q, t.loop);
+    uv_signal_init(t.loop, &t.sigterm);
+    uv_signal_init(t.loop, &t.sigint);
+    t.sigterm.data = t.sigint.data = &t;
+    uv_signal_start(&t.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&t.sigint, on_signal, SIGINT);
+
+    char sock[PATH_MAX + 32];
+    const char *as = config_str(&t.cfg, "node", "admin_socket");
+    if (as[0])
+        snprintf(sock, sizeof sock, "%s", as);
+    else
+        snprintf(sock, sizeof sock, "%s/admin.sock", t.data_dir);
+    struct admin_deps deps = {.db = t.db, .cons = t.cons, .fsm = t.fsm, .q = &t.q, .cfg = &t.cfg};
+    if (admin_start(t.loop, sock, &deps, &t.admin, err, sizeof err) != 0) {
+        fprintf(stderr, "ternd: %s\n", err);
+        shutdown_node(&t);
+        uv_run(t.loop, UV_RUN_DEFAULT);
+        goto out;
+    }
+    log_info("ternd.ready", "node=%" PRIu64 " raft=%s admin=%s pid=%ld", id, cc.address, sock,
+             (long) getpid());
+
+    uv_run(t.loop, UV_RUN_DEFAULT);
+    status = 0;
+    int rc = uv_loop_close(t.loop);
+    if (rc != 0)
+        log_warn("ternd.loop_close", "error=%s", uv_strerror(rc));
+
+out:
+    cons_stop(t.cons);
+    fsm_close(t.fsm);
+    db_close(t.db);
+    if (t.lock_fd >= 0) {
+        unlink(t.lock_path); /* while still holding the lock */
+        close(t.lock_fd);
+    }
+    if (status == 0)
+        log_info("ternd.stopped", "node=%" PRIu64, id);
+    config_free(&t.cfg);
+    return status;
+}

@@ -1,0 +1,602 @@
+/*
+ * raft/consensus.c
+ * libraft 0.15 with its libuv backend, run on a consensus thread of its own.
+ *
+ * The happy path of a proposal is:
+ * - cons_propose() (any thread) pushes it on the inbox under a mutex and wakes the loop.
+ * - The loop moves it to raft_apply(); raft sets req.index at once, and the proposal
+ *   joins the in-flight list (kept in index order).
+ * - When the entry commits, libraft calls our apply hook; the hook finds the in-flight
+ *   proposal with that index and lets the FSM write its result into it.
+ * - libraft then fires apply_done(status 0) and the proposer's callback gets the result.
+ * Failure modes: not leader (ENOTLEADER at once, or after no_leader_wait_ms when no
+ * leader is known and an election may be running), leadership lost (ELOST: the entry
+ * may still commit; the FSM's request ids make the retry safe), shutdown (ESHUTDOWN for
+ * everything still queued or in flight).
+ *
+ * libraft facts this relies on (../shared/DEPS.md §1): all raft calls on the loop thread;
+ * raft_last_applied()+1 is the index being applied; restore's buffer is ours to free on
+ * success; entries after the last snapshot are applied again at every start.
+ */
+#include "consensus.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <uv.h>
+
+#include "log.h"
+
+#define CONS_TICK_MS 50 /* status refresh and no-leader deadline checks */
+
+struct proposal {
+    struct raft_apply req; /* req.data points back here */
+    struct cons *c;
+    void *buf; /* raft_malloc'd until handed to raft_apply */
+    size_t len;
+    cons_done_cb *done;
+    void *arg;
+    uint64_t deadline_ms; /* while no leader is known */
+    void *result;         /* set by the apply hook, freed after done() */
+    struct proposal *next, *prev;
+};
+
+struct plist {
+    struct proposal *head, *tail;
+};
+
+struct cons {
+    struct cons_config cfg;
+    char *address, *dir;
+    struct cons_fsm user;
+
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_timer_t tick;
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft_fsm fsm;
+    struct raft raft;
+    bool raft_inited;
+
+    pthread_mutex_t mu; /* guards inbox, stopping, status, start_* */
+    pthread_cond_t started_cv;
+    struct plist inbox; /* from cons_propose, not yet on the loop */
+    bool stopping;
+    bool start_done;
+    int start_rv;
+    char start_err[256];
+    struct cons_status status;
+
+    /* loop thread only */
+    struct plist waiting;  /* no leader known yet */
+    struct plist inflight; /* handed to raft_apply, index order */
+    bool closing;
+    uint64_t snapshots_taken, snapshot_index;
+};
+
+const char *cons_strerror(int status)
+{
+    switch (status) {
+    case 0:
+        return "ok";
+    case CONS_ENOTLEADER:
+        return "not the leader";
+    case CONS_ELOST:
+        return "leadership lost, outcome unknown";
+    case CONS_ESHUTDOWN:
+        return "shutting down";
+    case CONS_ENOMEM:
+        return "out of memory";
+    case CONS_EINVAL:
+        return "invalid request";
+    default:
+        return "i/o error";
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+static void plist_push(struct plist *l, struct proposal *p)
+{
+    p->next = NULL;
+    p->prev = l->tail;
+    if (l->tail)
+        l->tail->next = p;
+    else
+        l->head = p;
+    l->tail = p;
+}
+
+static void plist_remove(struct plist *l, struct proposal *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        l->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        l->tail = p->prev;
+    p->next = p->prev = NULL;
+}
+
+/* finish() calls the proposer back once and frees the proposal. */
+static void finish(struct cons *c, struct proposal *p, int status, uint64_t index)
+{
+    p->done(p->arg, status, index, p->result);
+    if (p->result && c->user.result_free)
+        c->user.result_free(c->user.ctx, p->result);
+    if (p->buf)
+        raft_free(p->buf);
+    free(p);
+}
+
+static void refresh_status(struct cons *c)
+{
+    struct cons_status s;
+    memset(&s, 0, sizeof s);
+    s.id = c->cfg.id;
+    if (c->raft_inited) {
+        switch (raft_state(&c->raft)) {
+        case RAFT_FOLLOWER:
+            s.role = CONS_FOLLOWER;
+            break;
+        case RAFT_CANDIDATE:
+            s.role = CONS_CANDIDATE;
+            break;
+        case RAFT_LEADER:
+            s.role = CONS_LEADER;
+            break;
+        default:
+            s.role = CONS_UNAVAILABLE;
+        }
+        s.term = c->raft.current_term;
+        s.commit_index = c->raft.commit_index;
+        s.applied_index = raft_last_applied(&c->raft);
+        s.last_index = raft_last_index(&c->raft);
+        raft_id lid = 0;
+        const char *laddr = NULL;
+        raft_leader(&c->raft, &lid, &laddr);
+        s.leader_id = lid;
+        if (laddr)
+            snprintf(s.leader_address, sizeof s.leader_address, "%s", laddr);
+    }
+    s.snapshots_taken = c->snapshots_taken;
+    s.snapshot_index = c->snapshot_index;
+    pthread_mutex_lock(&c->mu);
+    c->status = s;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- FSM hooks (loop thread) ---- */
+
+static int hook_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    struct cons *c = fsm->data;
+    uint64_t index = raft_last_applied(&c->raft) + 1;
+    struct proposal *p = c->inflight.head;
+    while (p && p->req.index < index)
+        p = p->next;
+    void **slot = (p && p->req.index == index) ? &p->result : NULL;
+    c->user.apply(c->user.ctx, index, buf->base, buf->len, slot);
+    *result = NULL; /* the result travels in the proposal, see apply_done() */
+    return 0;
+}
+
+static int hook_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cons *c = fsm->data;
+    void *data = NULL;
+    size_t len = 0;
+    int rv = c->user.snapshot(c->user.ctx, &data, &len);
+    if (rv != 0)
+        return RAFT_IOERR;
+    *bufs = raft_malloc(sizeof **bufs); /* raft frees the array and data (fsm v1) */
+    if (*bufs == NULL) {
+        raft_free(data);
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].base = data;
+    (*bufs)[0].len = len;
+    *n_bufs = 1;
+    c->snapshots_taken++;
+    c->snapshot_index = raft_last_applied(&c->raft);
+    log_info("raft.snapshot", "node=%llu index=%llu bytes=%zu", (unsigned long long) c->cfg.id,
+             (unsigned long long) c->snapshot_index, len);
+    return 0;
+}
+
+static int hook_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct cons *c = fsm->data;
+    int rv = c->user.restore(c->user.ctx, buf->base, buf->len);
+    if (rv != 0)
+        return RAFT_IOERR; /* raft keeps and frees the buffer */
+    raft_free(buf->base);   /* on success the buffer is ours */
+    return 0;
+}
+
+/* ---- proposals (loop thread) ---- */
+
+static void apply_done(struct raft_apply *req, int status, void *result)
+{
+    struct proposal *p = req->data;
+    struct cons *c = p->c;
+    (void) result;
+    plist_remove(&c->inflight, p);
+    int st = 0;
+    if (status == RAFT_NOTLEADER)
+        st = CONS_ENOTLEADER;
+    else if (status == RAFT_LEADERSHIPLOST)
+        st = CONS_ELOST;
+    else if (status == RAFT_SHUTDOWN)
+        st = CONS_ESHUTDOWN;
+    else if (status == RAFT_NOMEM)
+        st = CONS_ENOMEM;
+    else if (status != 0)
+        st = CONS_EIO;
+    finish(c, p, st, req->index);
+}
+
+static bool leader_known(struct cons *c)
+{
+    raft_id lid = 0;
+    const char *addr = NULL;
+    raft_leader(&c->raft, &lid, &addr);
+    return lid != 0;
+}
+
+/* submit() hands P to raft, or parks it while an election may be running. */
+static void submit(struct cons *c, struct proposal *p)
+{
+    if (c->closing) {
+        finish(c, p, CONS_ESHUTDOWN, 0);
+        return;
+    }
+    if (raft_state(&c->raft) != RAFT_LEADER) {
+        if (!leader_known(c) && now_ms() < p->deadline_ms) {
+            plist_push(&c->waiting, p);
+            return;
+        }
+        finish(c, p, CONS_ENOTLEADER, 0);
+        return;
+    }
+    struct raft_buffer rb = {.base = p->buf, .len = p->len};
+    p->req.data = p;
+    int rv = raft_apply(&c->raft, &p->req, &rb, 1, apply_done);
+    if (rv != 0) {
+        finish(c, p, rv == RAFT_NOTLEADER ? CONS_ENOTLEADER : CONS_EIO, 0);
+        return;
+    }
+    p->buf = NULL; /* raft owns it now */
+    plist_push(&c->inflight, p);
+}
+
+static void drain(struct cons *c)
+{
+    /* parked ones first, to keep the order proposals were made in */
+    struct plist parked = c->waiting;
+    c->waiting.head = c->waiting.tail = NULL;
+    for (struct proposal *p = parked.head, *n; p; p = n) {
+        n = p->next;
+        submit(c, p);
+    }
+    pthread_mutex_lock(&c->mu);
+    struct plist in = c->inbox;
+    c->inbox.head = c->inbox.tail = NULL;
+    pthread_mutex_unlock(&c->mu);
+    for (struct proposal *p = in.head, *n; p; p = n) {
+        n = p->next;
+        submit(c, p);
+    }
+}
+
+/* ---- lifecycle (loop thread) ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void) h;
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    struct cons *c = r->data;
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+    uv_close((uv_handle_t *) &c->wake, on_handle_closed);
+    uv_close((uv_handle_t *) &c->tick, on_handle_closed);
+}
+
+static void begin_close(struct cons *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    refresh_status(c);
+    drain(c); /* fails everything queued with ESHUTDOWN */
+    uv_timer_stop(&c->tick);
+    c->raft.data = c;
+    raft_close(&c->raft, on_raft_closed);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    struct cons *c = a->data;
+    pthread_mutex_lock(&c->mu);
+    bool stop = c->stopping;
+    pthread_mutex_unlock(&c->mu);
+    if (stop) {
+        begin_close(c);
+        return;
+    }
+    drain(c);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct cons *c = t->data;
+    refresh_status(c);
+    if (c->waiting.head)
+        drain(c);
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int) sizeof tmp)
+        return -1;
+    for (char *q = tmp + 1; *q; q++) {
+        if (*q == '/') {
+            *q = 0;
+            if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+                return -1;
+            *q = '/';
+        }
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static void start_result(struct cons *c, int rv, const char *msg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->start_done = true;
+    c->start_rv = rv;
+    if (msg)
+        snprintf(c->start_err, sizeof c->start_err, "%s", msg);
+    pthread_cond_signal(&c->started_cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* setup() brings libraft up on the loop; returns 0 or -1 with c->start_err set. */
+static int setup(struct cons *c)
+{
+    char msg[256];
+    int rv;
+    if (mkdir_p(c->dir) != 0) {
+        snprintf(msg, sizeof msg, "cannot create raft dir %s: %s", c->dir, strerror(errno));
+        goto fail;
+    }
+    if ((rv = raft_uv_tcp_init(&c->transport, &c->loop)) != 0) {
+        snprintf(msg, sizeof msg, "raft transport: %s", raft_strerror(rv));
+        goto fail;
+    }
+    if ((rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport)) != 0) {
+        snprintf(msg, sizeof msg, "raft io on %s: %s", c->dir, raft_strerror(rv));
+        goto fail_transport;
+    }
+    c->fsm.version = 1;
+    c->fsm.data = c;
+    c->fsm.apply = hook_apply;
+    c->fsm.snapshot = hook_snapshot;
+    c->fsm.restore = hook_restore;
+    if ((rv = raft_init(&c->raft, &c->io, &c->fsm, c->cfg.id, c->address)) != 0) {
+        snprintf(msg, sizeof msg, "raft init: %s", raft_errmsg(&c->raft));
+        goto fail_io;
+    }
+    c->raft_inited = true;
+    if (c->cfg.bootstrap) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        rv = raft_configuration_add(&conf, c->cfg.id, c->address, RAFT_VOTER);
+        if (rv == 0)
+            rv = raft_bootstrap(&c->raft, &conf);
+        raft_configuration_close(&conf);
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            snprintf(msg, sizeof msg, "raft bootstrap: %s", raft_strerror(rv));
+            goto fail_raft;
+        }
+        if (rv == 0)
+            log_info("raft.bootstrap", "node=%llu address=%s", (unsigned long long) c->cfg.id,
+                     c->address);
+    }
+    raft_set_election_timeout(&c->raft, c->cfg.election_ms);
+    raft_set_heartbeat_timeout(&c->raft, c->cfg.heartbeat_ms);
+    raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&c->raft, c->cfg.snapshot_trailing);
+    raft_set_pre_vote(&c->raft, true);
+    if ((rv = raft_start(&c->raft)) != 0) {
+        snprintf(msg, sizeof msg, "raft start: %s", raft_errmsg(&c->raft));
+        goto fail_raft;
+    }
+    return 0;
+
+fail_raft:
+    /* raft_close() also closes io, transport and our handles (on_raft_closed) */
+    c->raft.data = c;
+    raft_close(&c->raft, on_raft_closed);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    snprintf(c->start_err, sizeof c->start_err, "%s", msg);
+    return -1;
+fail_io:
+    raft_uv_close(&c->io);
+fail_transport:
+    raft_uv_tcp_close(&c->transport);
+fail:
+    uv_close((uv_handle_t *) &c->wake, on_handle_closed);
+    uv_close((uv_handle_t *) &c->tick, on_handle_closed);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    snprintf(c->start_err, sizeof c->start_err, "%s", msg);
+    return -1;
+}
+
+static void *thread_main(void *arg)
+{
+    struct cons *c = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the main thread */
+
+    if (setup(c) != 0) { /* setup closed every handle */
+        start_result(c, -1, NULL);
+        return NULL;
+    }
+    uv_timer_start(&c->tick, on_tick, CONS_TICK_MS, CONS_TICK_MS);
+    refresh_status(c);
+    log_info("raft.start", "node=%llu address=%s dir=%s last_index=%llu",
+             (unsigned long long) c->cfg.id, c->address, c->dir,
+             (unsigned long long) raft_last_index(&c->raft));
+    start_result(c, 0, NULL);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+
+    /* the loop ended: anything left (parked or in flight) fails with ESHUTDOWN */
+    for (struct proposal *p = c->waiting.head, *n; p; p = n) {
+        n = p->next;
+        finish(c, p, CONS_ESHUTDOWN, 0);
+    }
+    c->waiting.head = c->waiting.tail = NULL;
+    for (struct proposal *p = c->inflight.head, *n; p; p = n) {
+        n = p->next;
+        finish(c, p, CONS_ESHUTDOWN, 0);
+    }
+    c->inflight.head = c->inflight.tail = NULL;
+    return NULL;
+}
+
+/* ---- public API (any thread) ---- */
+
+int cons_start(const struct cons_config *cfg, const struct cons_fsm *fsm, struct cons **out,
+               char *err, size_t errlen)
+{
+    struct cons *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->cfg = *cfg;
+    c->address = strdup(cfg->address);
+    c->dir = strdup(cfg->dir);
+    c->user = *fsm;
+    c->cfg.address = c->address;
+    c->cfg.dir = c->dir;
+    if (!c->address || !c->dir)
+        goto fail_alloc;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->started_cv, NULL);
+    if (uv_loop_init(&c->loop) != 0)
+        goto fail_alloc;
+    uv_async_init(&c->loop, &c->wake, on_wake);
+    c->wake.data = c;
+    uv_timer_init(&c->loop, &c->tick);
+    c->tick.data = c;
+
+    if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
+        snprintf(err, errlen, "cannot start the consensus thread");
+        goto fail_loop;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->start_done)
+        pthread_cond_wait(&c->started_cv, &c->mu);
+    int rv = c->start_rv;
+    pthread_mutex_unlock(&c->mu);
+    if (rv != 0) {
+        snprintf(err, errlen, "%s", c->start_err);
+        pthread_join(c->thread, NULL);
+        uv_loop_close(&c->loop);
+        goto fail_alloc;
+    }
+    *out = c;
+    return 0;
+
+fail_loop:
+    uv_close((uv_handle_t *) &c->wake, NULL);
+    uv_close((uv_handle_t *) &c->tick, NULL);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&c->loop);
+fail_alloc:
+    if (err[0] == 0)
+        snprintf(err, errlen, "out of memory");
+    free(c->address);
+    free(c->dir);
+    free(c);
+    return -1;
+}
+
+int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void *arg)
+{
+    if (len == 0) {
+        raft_free(buf);
+        return CONS_EINVAL;
+    }
+    struct proposal *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        raft_free(buf);
+        return CONS_ENOMEM; /* DONE is not called */
+    }
+    p->c = c;
+    p->buf = buf;
+    p->len = len;
+    p->done = done;
+    p->arg = arg;
+    p->deadline_ms = now_ms() + c->cfg.no_leader_wait_ms;
+    pthread_mutex_lock(&c->mu);
+    plist_push(&c->inbox, p);
+    pthread_mutex_unlock(&c->mu);
+    uv_async_send(&c->wake);
+    return 0;
+}
+
+void cons_status(struct cons *c, struct cons_status *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->status;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void cons_stop(struct cons *c)
+{
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_mutex_unlock(&c->mu);
+    uv_async_send(&c->wake);
+    pthread_join(c->thread, NULL);
+    /* proposals pushed after the loop stopped reading the inbox */
+    for (struct proposal *p = c->inbox.head, *n; p; p = n) {
+        n = p->next;
+        finish(c, p, CONS_ESHUTDOWN, 0);
+    }
+    uv_loop_close(&c->loop);
+    pthread_cond_destroy(&c->started_cv);
+    pthread_mutex_destroy(&c->mu);
+    log_info("raft.stop", "node=%llu", (unsigned long long) c->cfg.id);
+    free(c->address);
+    free(c->dir);
+    free(c);
+}

@@ -1,0 +1,113 @@
+/*
+ * raft/consensus.h
+ * The consensus loop: libraft (libuv backend) on a thread of its own, replicating opaque
+ * commands. raft/ knows nothing of mail: it hands committed bytes to the FSM callbacks
+ * given at start, and snapshots are whatever bytes the FSM returns.
+ *
+ * Threads: cons_start() spawns the consensus thread; cons_propose(), cons_status() and
+ * cons_stop() may be called from any thread. Every FSM callback and every propose
+ * completion runs on the consensus thread and must not block on the network.
+ *
+ * A node with no peers bootstraps a one-voter cluster on first start; on later starts the
+ * Raft directory already has state and bootstrap is skipped (RAFT_CANTBOOTSTRAP).
+ */
+#ifndef TERN_CONSENSUS_H
+#define TERN_CONSENSUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * What the state machine gives the consensus loop. All run on the consensus thread.
+ *
+ * apply     applies the entry at INDEX. Must be deterministic and must not fail: a
+ *           problem with the command is reported through *RESULT, never as a return
+ *           value (libraft stops applying on an error). *RESULT is handed to the
+ *           proposer's completion and then freed with result_free. RESULT is NULL
+ *           when nobody on this node waits for the entry (a follower, a replay): the
+ *           FSM then produces no result. Entries at or below the FSM's persisted applied index arrive
+ *           again after a restart; the FSM skips them.
+ * snapshot  writes the whole replicated state into one buffer allocated with
+ *           raft_malloc() (libraft frees it). Returns 0 or a negative error.
+ * restore   replaces the state with a snapshot buffer's contents. The FSM only reads
+ *           the buffer; consensus.c frees it. Returns 0 or negative.
+ * result_free  frees a result that apply produced (NULL is passed through too).
+ */
+struct cons_fsm {
+    void *ctx;
+    void (*apply)(void *ctx, uint64_t index, const void *buf, size_t len, void **result);
+    int (*snapshot)(void *ctx, void **buf, size_t *len);
+    int (*restore)(void *ctx, const void *buf, size_t len);
+    void (*result_free)(void *ctx, void *result);
+};
+
+struct cons_config {
+    uint64_t id;               /* this node's raft id, > 0 */
+    const char *address;       /* "a.b.c.d:port" (libraft 0.15 takes IPv4 only) */
+    const char *dir;           /* raft log and snapshots; created if missing */
+    unsigned election_ms;      /* > heartbeat_ms */
+    unsigned heartbeat_ms;
+    unsigned snapshot_threshold; /* entries between snapshots */
+    unsigned snapshot_trailing;  /* entries kept behind a snapshot */
+    bool bootstrap;            /* fresh dir: bootstrap a one-voter cluster of this node */
+    unsigned no_leader_wait_ms; /* hold proposals this long while an election runs */
+};
+
+enum cons_role { CONS_UNAVAILABLE = 0, CONS_FOLLOWER, CONS_CANDIDATE, CONS_LEADER };
+
+struct cons_status {
+    uint64_t id;
+    enum cons_role role;
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    uint64_t leader_id;
+    char leader_address[64];
+    uint64_t snapshots_taken;
+    uint64_t snapshot_index; /* index of the newest snapshot taken or restored, 0 = none */
+};
+
+struct cons;
+
+/*
+ * Completion of a proposal: STATUS is 0 when the entry committed and was applied locally
+ * at INDEX, with RESULT from the FSM's apply (borrowed: it is freed with result_free
+ * after this returns). Otherwise STATUS is a negative CONS_E* code: the command may or
+ * may not have been committed (CONS_ELOST) — callers retry with the same request id.
+ * Runs on the consensus thread.
+ */
+typedef void cons_done_cb(void *arg, int status, uint64_t index, void *result);
+
+#define CONS_ENOTLEADER (-1) /* this node is not the leader; retry there */
+#define CONS_ELOST      (-2) /* leadership lost: outcome unknown, retry with same id */
+#define CONS_ESHUTDOWN  (-3) /* the consensus loop is stopping */
+#define CONS_ENOMEM     (-4)
+#define CONS_EINVAL     (-5)
+#define CONS_EIO        (-6)
+
+const char *cons_strerror(int status);
+
+/* cons_start() starts the consensus thread and returns once libraft has started (or
+ * failed). Returns 0 or -1 with a message in ERR. */
+int cons_start(const struct cons_config *cfg, const struct cons_fsm *fsm, struct cons **out,
+               char *err, size_t errlen);
+
+/*
+ * cons_propose() queues BUF (LEN bytes) for replication and returns at once. BUF must come
+ * from raft_malloc(); ownership passes to the consensus loop whether or not this returns
+ * 0. DONE(ARG, ...) is called exactly once, on the consensus thread, also when the loop
+ * stops first (CONS_ESHUTDOWN). Returns 0, or CONS_EINVAL (LEN is 0) / CONS_ENOMEM, in
+ * which case DONE is not called and BUF is already freed.
+ */
+int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void *arg);
+
+/* cons_status() copies the latest status; cheap, any thread. */
+void cons_status(struct cons *c, struct cons_status *out);
+
+/* cons_stop() closes libraft, fails queued proposals with CONS_ESHUTDOWN, joins the
+ * thread and frees C. NULL is fine. */
+void cons_stop(struct cons *c);
+
+#endif

@@ -1,0 +1,485 @@
+# tests/integration/conftest.py
+# Fixtures for the pytest integration suite: real ternd processes on loopback ports, driven
+# through the real ternctl. Binaries come from $TERN_BUILD_DIR (default <repo>/build).
+# Every ternd gets a short private data dir under /tmp, its own raft.address and its own
+# port for every ADDR key of node/config_keys.def, so suites can run side by side. Every
+# wait is bounded; every process started here is killed (by pid) at teardown.
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("TERN_BUILD_DIR", REPO / "build"))
+TERND = Path(os.environ.get("TERND_BIN", BUILD / "node" / "ternd"))
+TERNCTL = Path(os.environ.get("TERNCTL_BIN", BUILD / "ops" / "ternctl"))
+CONFIG_KEYS = REPO / "node" / "config_keys.def"
+
+READY_TIMEOUT = 15.0  # ternd start -> admin socket answers role=leader
+STOP_TIMEOUT = 10.0  # SIGTERM -> exit, before SIGKILL
+CTL_TIMEOUT = 35.0  # ternctl gives up by itself after 30 s
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the NUL
+
+FRAME_ADMIN_MAX = 1024 * 1024  # node/frame.h
+
+# ---------------------------------------------------------------------------------------
+# processes and ports
+
+_procs = []  # every Popen started here, killed at teardown if still running
+_procs_lock = threading.Lock()
+_ports_used = set()
+
+
+def _track(proc):
+    with _procs_lock:
+        _procs.append(proc)
+    return proc
+
+
+def kill_leftovers():
+    """SIGKILL every process this suite started that still runs (its own group only)."""
+    with _procs_lock:
+        procs = list(_procs)
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # started with start_new_session
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago and not handed out before here."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_used:
+            _ports_used.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def addr_keys():
+    """Every section.key of type ADDR with a non-empty default, from config_keys.def."""
+    text = CONFIG_KEYS.read_text()
+    keys = re.findall(r'CONFIG_KEY\(\s*(\w+)\s*,\s*(\w+)\s*,\s*ADDR\s*,\s*"([^"]*)"', text)
+    return [f"{sec}.{key}" for sec, key, default in keys if default]
+
+
+def port_sets():
+    """--set arguments giving raft.address and every listener a fresh loopback port."""
+    args = []
+    for key in addr_keys():
+        args += ["--set", f"{key}=127.0.0.1:{free_port()}"]
+    return args
+
+
+def need_binaries():
+    for b in (TERND, TERNCTL):
+        if not b.exists():
+            pytest.fail(f"{b} not built (cmake -S {REPO} -B {BUILD} && cmake --build {BUILD})")
+
+
+# ---------------------------------------------------------------------------------------
+# key=value output
+
+
+def parse_kv(line):
+    """'a=1 b= c="x y"' -> {'a': '1', 'b': '', 'c': 'x y'}. Backslashes are kept as they
+    are (special_use=\\Sent); double quotes group a value with spaces."""
+    out = {}
+    for tok in re.findall(r'(?:[^\s"]|"[^"]*")+', line):
+        key, eq, val = tok.partition("=")
+        if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+            val = val[1:-1]
+        out[key] = val if eq else None
+    return out
+
+
+class CtlResult:
+    def __init__(self, argv, proc):
+        self.argv = argv
+        self.rc = proc.returncode
+        self.out = proc.stdout.decode("utf-8", "replace")
+        self.err = proc.stderr.decode("utf-8", "replace")
+        self.lines = [l for l in self.out.split("\n") if l]
+        self.records = [parse_kv(l) for l in self.lines]
+
+    def __repr__(self):
+        return f"<ternctl {self.argv[1:]} rc={self.rc} out={self.out!r} err={self.err!r}>"
+
+    def ok(self):
+        assert self.rc == 0, repr(self)
+        return self
+
+
+def run_ctl(sock, *args, password=None, stdin=None, timeout=CTL_TIMEOUT, env=None):
+    """Runs ternctl --socket SOCK ARGS. PASSWORD (str) is given with --password-stdin.
+    ternctl runs in a session of its own: it has no /dev/tty, so it can never block on
+    the terminal of whoever runs the tests."""
+    argv = [str(TERNCTL)]
+    if sock is not None:
+        argv += ["--socket", str(sock)]
+    argv += [str(a) for a in args]
+    if password is not None:
+        argv.append("--password-stdin")
+        stdin = (password + "\n").encode()
+    proc = subprocess.run(
+        argv,
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        timeout=timeout,
+        start_new_session=True,
+        env=env,
+    )
+    return CtlResult(argv, proc)
+
+
+# ---------------------------------------------------------------------------------------
+# ternd
+
+
+class Ternd:
+    """One ternd on DATA_DIR. Ports are chosen once, so a restart reuses them."""
+
+    _count = 0
+
+    def __init__(self, workdir, data_dir=None, sets=(), config=None, ports=None):
+        Ternd._count += 1
+        self.n = Ternd._count
+        self.workdir = Path(workdir)
+        self.data_dir = Path(data_dir or self.workdir / "data")
+        self.sock = self.data_dir / "admin.sock"
+        self.config = config
+        self.ports = list(ports) if ports is not None else port_sets()
+        self.sets = list(sets)
+        if len(str(self.sock)) > SUN_PATH_MAX:  # keep the default unless it cannot work
+            self.sock = self.workdir / f"admin{self.n}.sock"
+            self.sets += ["--set", f"node.admin_socket={self.sock}"]
+        self.proc = None
+        self.log_path = None
+        self.starts = 0
+
+    def argv(self):
+        argv = [str(TERND)]
+        if self.config:
+            argv += ["--config", str(self.config)]
+        return argv + ["--data", str(self.data_dir)] + self.ports + self.sets
+
+    def start(self, wait=True):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        self.log_path = self.workdir / f"ternd{self.n}.{self.starts}.log"
+        log = open(self.log_path, "wb")
+        self.proc = _track(
+            subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+
+    def log_tail(self, n=30):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        """Waits until the admin socket answers status with role=leader."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                pytest.fail(f"ternd exited with {rc} before ready:\n{self.log_tail()}")
+            if self.sock.exists():
+                left = max(0.5, min(5.0, deadline - time.monotonic()))
+                try:
+                    last = run_ctl(self.sock, "status", timeout=left)
+                    if last.rc == 0 and last.records and last.records[0].get("role") == "leader":
+                        return last.records[0]
+                except subprocess.TimeoutExpired:
+                    last = "ternctl status timed out"
+            time.sleep(0.05)
+        pytest.fail(f"ternd not ready within {timeout}s (last: {last!r}):\n{self.log_tail()}")
+
+    def ctl(self, *args, **kw):
+        return run_ctl(self.sock, *args, **kw)
+
+    def status(self):
+        r = self.ctl("status").ok()
+        return r.records[0]
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.running():
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout=STOP_TIMEOUT):
+        """Exit code, or None if still running after TIMEOUT."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM, then SIGKILL after TIMEOUT. Returns the exit code (negative: signal)."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        rc = self.wait(timeout)
+        if rc is None:
+            self.kill()
+            pytest.fail(f"ternd ignored SIGTERM for {timeout}s:\n{self.log_tail()}")
+        return rc
+
+    def kill(self):
+        """SIGKILL and reap."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGKILL)
+        return self.wait(timeout=STOP_TIMEOUT)
+
+
+def fresh_workdir():
+    """A short private directory (sun_path is 108 bytes; pytest's tmp_path can be long)."""
+    return Path(tempfile.mkdtemp(prefix="tern-it-"))
+
+
+class Cluster:
+    """Creates Ternd objects in one work dir and cleans all of them up."""
+
+    def __init__(self):
+        self.workdir = fresh_workdir()
+        self.nodes = []
+
+    def node(self, **kw):
+        sub = self.workdir / f"n{len(self.nodes) + 1}"
+        sub.mkdir()
+        t = Ternd(sub, **kw)
+        self.nodes.append(t)
+        return t
+
+    def close(self, keep):
+        for t in self.nodes:
+            if t.running():
+                t.kill()
+        if keep:
+            print(f"\nkept {self.workdir} (ternd logs: ternd*.log)")
+            for t in self.nodes:
+                print(f"--- {t.log_path}\n{t.log_tail(20)}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    rep = getattr(request.node, "rep_call", None)
+    return rep is not None and rep.failed
+
+
+@pytest.fixture
+def cluster(request):
+    """Per-test factory of ternd processes: cluster.node(sets=[...]).start()."""
+    need_binaries()
+    c = Cluster()
+    yield c
+    c.close(keep=_failed(request) or os.environ.get("TERN_KEEP_TMP"))
+
+
+@pytest.fixture
+def ternd(cluster):
+    """A fresh, ready ternd for one test."""
+    return cluster.node().start()
+
+
+@pytest.fixture(scope="module")
+def shared_ternd(request):
+    """One ready ternd shared by a module's tests (they use distinct names)."""
+    need_binaries()
+    c = Cluster()
+    t = c.node().start()
+    yield t
+    c.close(keep=os.environ.get("TERN_KEEP_TMP"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reaper():
+    yield
+    kill_leftovers()
+
+
+# ---------------------------------------------------------------------------------------
+# the admin protocol by hand (for tests that send bytes ternctl never would)
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(num, data):
+    return _varint(num << 3 | 2) + _varint(len(data)) + data
+
+
+def encode_request(verb, args=(), password=None):
+    """A packed tern.AdminRequest (node/proto/admin.proto)."""
+    msg = _field(1, verb.encode())
+    for a in args:
+        msg += _field(2, a.encode() if isinstance(a, str) else a)
+    if password is not None:
+        msg += _field(3, password)
+    return msg
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _read_varint(buf, i):
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def decode_response(buf):
+    """tern.AdminResponse -> (status, error, lines)."""
+    status, error, lines, i = None, None, [], 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, i = _read_varint(buf, i)
+            if num == 1:
+                status = val - (1 << 64) if val >= 1 << 63 else val
+        elif wt == 2:
+            ln, i = _read_varint(buf, i)
+            data = bytes(buf[i : i + ln])
+            i += ln
+            if num == 2:
+                error = data.decode("utf-8", "replace")
+            elif num == 3:
+                lines.append(data.decode("utf-8", "replace"))
+        else:
+            raise ValueError(f"unexpected wire type {wt}")
+    return status, error, lines
+
+
+class RawAdmin:
+    """A raw connection to the admin socket, with every read bounded."""
+
+    def __init__(self, path, timeout=5.0):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(str(path))
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def recv_exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.s.recv(n - len(buf))
+            if not chunk:
+                return None  # closed
+            buf += chunk
+        return buf
+
+    def response(self):
+        """(status, error, lines), or None when the server closed the connection."""
+        hdr = self.recv_exact(4)
+        if hdr is None:
+            return None
+        (n,) = struct.unpack(">I", hdr)
+        assert n <= FRAME_ADMIN_MAX, f"response frame of {n} bytes"
+        body = self.recv_exact(n)
+        assert body is not None, "connection closed inside a response frame"
+        return decode_response(body)
+
+    def call(self, verb, args=(), password=None):
+        self.send(frame(encode_request(verb, args, password)))
+        return self.response()
+
+    def closed(self):
+        """True when the server has closed its end (EOF within the timeout)."""
+        try:
+            return self.s.recv(1) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+    def close(self):
+        self.s.close()
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers for tests
+
+
+def wait_until(pred, timeout, interval=0.05):
+    """Polls PRED until it returns something true (returned) or TIMEOUT passes (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+def mailbox_names(t, user):
+    r = t.ctl("mailbox", "list", user).ok()
+    return {rec["mailbox"] for rec in r.records if "mailbox" in rec}
+
+
+def user_addresses(t, domain=None):
+    r = t.ctl("user", "list", *([domain] if domain else [])).ok()
+    return {rec["address"] for rec in r.records if "address" in rec}
