@@ -226,11 +226,16 @@ static void h_status(struct req *r)
     struct cons_status s;
     cons_status(r->c->a->deps.cons, &s);
     static const char *roles[] = {"unavailable", "follower", "candidate", "leader"};
+    /* the persisted applied index never goes back; whatever is applied was committed */
+    uint64_t applied = fsm_applied_index(r->c->a->deps.fsm);
+    if (s.commit_index < applied)
+        s.commit_index = applied;
+    if (s.last_index < applied)
+        s.last_index = applied;
     add_line(r,
              "node=%" PRIu64 " role=%s term=%" PRIu64 " commit=%" PRIu64 " applied=%" PRIu64
              " last=%" PRIu64 " leader=%" PRIu64 " snapshot_index=%" PRIu64,
-             s.id, roles[s.role], s.term, s.commit_index,
-             fsm_applied_index(r->c->a->deps.fsm), s.last_index, s.leader_id,
+             s.id, roles[s.role], s.term, s.commit_index, applied, s.last_index, s.leader_id,
              s.snapshot_index);
     reply(r, 0, NULL);
 }

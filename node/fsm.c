@@ -918,8 +918,17 @@ static void op_deliver(struct tx *t, const Tern__Deliver *op)
 {
     if (op->body_hash.len != 32)
         return set_result(t, RESULT_INVALID, "body hash must be 32 bytes");
-    if (op->n_targets == 0 || op->n_targets > TX_CACHE_MAX / 2)
-        return set_result(t, RESULT_INVALID, "1 to %d targets", TX_CACHE_MAX / 2);
+    if (op->n_targets + op->n_remote == 0 || op->n_targets > TX_CACHE_MAX / 2 ||
+        op->n_remote > FSM_REMOTE_MAX)
+        return set_result(t, RESULT_INVALID, "1 to %d local targets, %d remote",
+                          TX_CACHE_MAX / 2, FSM_REMOTE_MAX);
+    for (size_t i = 0; i < op->n_remote; i++) {
+        struct addr ra;
+        if (op->remote[i]->address == NULL || strnlen(op->remote[i]->address, 1024) >= 1024 ||
+            strchr(op->remote[i]->address, '@') == NULL)
+            return set_result(t, RESULT_INVALID, "invalid remote recipient");
+        (void) ra;
+    }
     t->res->delivered = calloc(op->n_targets, sizeof *t->res->delivered);
     if (t->res->delivered == NULL)
         abort();
@@ -963,6 +972,11 @@ static void op_deliver(struct tx *t, const Tern__Deliver *op)
         rec.modseq = ++m->highestmodseq;
         rec.n_flags = tg->n_flags;
         rec.flags = tg->flags;
+        rec.envelope = op->envelope;
+        rec.rcpt_to = tg->rcpt_to;
+        rec.has_notify = tg->has_notify;
+        rec.notify = tg->notify;
+        rec.orcpt = tg->orcpt;
         struct key k;
         ks_message(&k, m->id, rec.uid);
         put_msg(t, &k, &rec.base);
@@ -983,6 +997,27 @@ static void op_deliver(struct tx *t, const Tern__Deliver *op)
                                .mailbox_id = m->id,
                                .uid = rec.uid,
                                .modseq = rec.modseq};
+        emit(t, &ev);
+    }
+    if (op->n_remote) {
+        /* one outbound queue entry for every remote recipient of this message */
+        uint64_t qctr = 0;
+        Tern__QueueRec q = TERN__QUEUE_REC__INIT;
+        q.id = next_id(t, KS_CTR_QUEUE, &qctr);
+        q.body_hash = op->body_hash;
+        q.size = op->size;
+        q.envelope = op->envelope;
+        q.n_recipients = op->n_remote;
+        q.recipients = op->remote;
+        q.has_created = q.has_next_attempt = q.has_attempts = 1;
+        q.created = q.next_attempt = t->now_s;
+        struct key k;
+        ks_queue(&k, q.id);
+        put_msg(t, &k, &q.base);
+        t->res->has_id = 1;
+        t->res->id = q.id;
+        accepted++;
+        struct fsm_event ev = {.type = FSM_EV_QUEUE, .uid = 0, .mailbox_id = q.id};
         emit(t, &ev);
     }
     if (accepted) {

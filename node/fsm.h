@@ -24,6 +24,7 @@
 #define FSM_REQUESTS_KEPT 50000 /* remembered request ids: covers minutes of retries */
 #define FSM_REQUEST_ID_MAX 32
 #define FSM_SNAPSHOT_MAGIC "TERNSNAP1"
+#define FSM_REMOTE_MAX 1000 /* remote recipients in one delivery */
 
 /* Result.status values */
 enum fsm_status {
@@ -48,6 +49,7 @@ enum fsm_event_type {
     FSM_EV_MESSAGE_NEW,   /* uid in mailbox */
     FSM_EV_ACCOUNT,       /* account added, removed or changed */
     FSM_EV_BODY_UNUSED,   /* a body's reference count reached 0 (hash) */
+    FSM_EV_QUEUE,         /* an outbound queue entry was added (id in mailbox_id) */
 };
 struct fsm_event {
     enum fsm_event_type type;

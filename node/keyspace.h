@@ -23,11 +23,13 @@
 #define KS_BODYREF   'B' /* "B" 32-byte sha256 -> u64 reference count */
 #define KS_REQUEST   'Q' /* "Q" request id -> RequestRec */
 #define KS_REQRING   'q' /* "q" u64 seq -> request id */
+#define KS_QUEUE     'O' /* "O" u64 queue id -> QueueRec (outbound) */
 
 #define KS_CTR_ACCOUNT     "account"
 #define KS_CTR_MAILBOX     "mailbox"
 #define KS_CTR_UIDVALIDITY "uidvalidity"
 #define KS_CTR_REQUEST     "request"
+#define KS_CTR_QUEUE       "queue"
 
 static inline void ks_applied(struct key *k)
 {
@@ -72,6 +74,11 @@ static inline void ks_message(struct key *k, uint64_t mailbox, uint32_t uid)
     key_init(k, KS_MESSAGE);
     key_u64(k, mailbox);
     key_u32(k, uid);
+}
+static inline void ks_queue(struct key *k, uint64_t id)
+{
+    key_init(k, KS_QUEUE);
+    key_u64(k, id);
 }
 static inline void ks_bodyref(struct key *k, const uint8_t hash[32])
 {

@@ -12,8 +12,9 @@ struct loopq_item {
     struct loopq_item *next;
 };
 
-static void run_all(struct loopq *q)
+static size_t run_all(struct loopq *q)
 {
+    size_t n = 0;
     pthread_mutex_lock(&q->mu);
     struct loopq_item *it = q->head;
     q->head = q->tail = NULL;
@@ -23,7 +24,9 @@ static void run_all(struct loopq *q)
         it->fn(it->arg);
         free(it);
         it = next;
+        n++;
     }
+    return n;
 }
 
 static void on_async(uv_async_t *a)
@@ -54,20 +57,28 @@ int loopq_post(struct loopq *q, loopq_fn *fn, void *arg)
     else
         q->head = it;
     q->tail = it;
+    int closing = q->closing;
     pthread_mutex_unlock(&q->mu);
-    uv_async_send(&q->async);
+    if (!closing)
+        uv_async_send(&q->async);
     return 0;
-}
-
-static void on_closed(uv_handle_t *h)
-{
-    struct loopq *q = h->data;
-    pthread_mutex_destroy(&q->mu);
 }
 
 void loopq_close(struct loopq *q)
 {
-    run_all(q);
+    pthread_mutex_lock(&q->mu);
     q->closing = 1;
-    uv_close((uv_handle_t *) &q->async, on_closed);
+    pthread_mutex_unlock(&q->mu);
+    run_all(q);
+    uv_close((uv_handle_t *) &q->async, NULL);
+}
+
+size_t loopq_drain(struct loopq *q)
+{
+    return run_all(q);
+}
+
+void loopq_destroy(struct loopq *q)
+{
+    pthread_mutex_destroy(&q->mu);
 }

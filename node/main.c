@@ -121,7 +121,6 @@ static void shutdown_node(struct ternd *t)
     admin_stop(t->admin);
     t->admin = NULL;
     cons_stop(t->cons); /* in-flight proposals complete with ESHUTDOWN, via t->q */
-    t->cons = NULL;
     loopq_close(&t->q);
     uv_close((uv_handle_t *) &t->sigterm, on_handle_closed);
     uv_close((uv_handle_t *) &t->sigint, on_handle_closed);
@@ -300,13 +299,16 @@ int main(int argc, char **argv)
              (long) getpid());
 
     uv_run(t.loop, UV_RUN_DEFAULT);
+    while (loopq_drain(&t.q) > 0) /* completions posted while the loop wound down */
+        uv_run(t.loop, UV_RUN_DEFAULT);
+    loopq_destroy(&t.q);
     status = 0;
     int rc = uv_loop_close(t.loop);
     if (rc != 0)
         log_warn("ternd.loop_close", "error=%s", uv_strerror(rc));
 
 out:
-    cons_stop(t.cons);
+    cons_free(t.cons);
     fsm_close(t.fsm);
     db_close(t.db);
     if (t.lock_fd >= 0) {

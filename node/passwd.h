@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define PASSWD_MAX      1024 /* longest password accepted */
+#define PASSWD_MAX      511  /* libxcrypt's CRYPT_MAX_PASSPHRASE_SIZE (512) less the NUL */
 #define PASSWD_HASH_MAX 256  /* longest hash string we produce or accept */
 
 /* passwd_hash() writes a "$y$..." hash of PASSWORD (LEN bytes, no NUL inside) into OUT.

@@ -35,7 +35,7 @@
 #define TERNCTL_SOCKET_DEFAULT "var/data/admin.sock" /* ternd's default <data_dir> */
 #define TERNCTL_SOCKET_ENV     "TERN_ADMIN_SOCKET"
 #define TERNCTL_TIMEOUT_MS     30000 /* connect + request + response, then exit 2 */
-#define TERNCTL_PW_MAX         1024  /* bytes of password; as ternd accepts */
+#define TERNCTL_PW_MAX         511   /* bytes of password; as ternd accepts (PASSWD_MAX) */
 #define TERNCTL_ARGS_MAX       16    /* admin.proto: at most 16 args ... */
 #define TERNCTL_ARG_MAX        1024  /* ... each at most 1024 bytes */
 #define TERNCTL_ERR_MAX        512
@@ -76,7 +76,7 @@ static const struct ternctl_cmd ternctl_cmds[] = {
     {"user", "show", "user.show", 1, 1, 0, "ADDR"},
     {"user", "quota", "user.quota", 2, 3, 0, "ADDR BYTES [MESSAGES]"},
     {"user", "verify", "user.verify", 1, 1, TERNCTL_PASSWORD, "ADDR"},
-    {"alias", "add", "alias.add", 2, TERNCTL_ARGS_MAX - 1, 0, "ALIAS TARGET[,TARGET...]"},
+    {"alias", "add", "alias.add", 2, TERNCTL_ARGS_MAX, 0, "ALIAS TARGET[,TARGET...]"},
     {"alias", "del", "alias.del", 1, 1, 0, "ALIAS"},
     {"alias", "list", "alias.list", 0, 1, 0, "[DOMAIN]"},
     {"mailbox", "list", "mailbox.list", 1, 1, 0, "USER"},

@@ -32,9 +32,18 @@
 #include <time.h>
 #include <uv.h>
 
+#include "keys.h"
 #include "log.h"
 
 #define CONS_TICK_MS 50 /* status refresh and no-leader deadline checks */
+
+/*
+ * libraft's uv backend stores entries whose length is a multiple of 8 and only asserts it
+ * (canonical/raft src/uv_segment.c, a "TODO: enforce"): an entry of another length is
+ * written short and the segment cannot be read back. So every entry travels framed: an
+ * 8-byte big-endian payload length, the payload, zero padding to a multiple of 8.
+ */
+#define ENTRY_HDR 8
 
 struct proposal {
     struct raft_apply req; /* req.data points back here */
@@ -71,6 +80,7 @@ struct cons {
     pthread_cond_t started_cv;
     struct plist inbox; /* from cons_propose, not yet on the loop */
     bool stopping;
+    bool stopped; /* the thread is gone: proposals fail at once */
     bool start_done;
     int start_rv;
     char start_err[256];
@@ -81,6 +91,7 @@ struct cons {
     struct plist inflight; /* handed to raft_apply, index order */
     bool closing;
     uint64_t snapshots_taken, snapshot_index;
+    uint64_t applied; /* last index applied through hook_apply */
 };
 
 const char *cons_strerror(int status)
@@ -167,6 +178,8 @@ static void refresh_status(struct cons *c)
         s.term = c->raft.current_term;
         s.commit_index = c->raft.commit_index;
         s.applied_index = raft_last_applied(&c->raft);
+        if (c->applied > s.applied_index) /* inside hook_apply, raft has not moved yet */
+            s.applied_index = c->applied;
         s.last_index = raft_last_index(&c->raft);
         raft_id lid = 0;
         const char *laddr = NULL;
@@ -177,6 +190,8 @@ static void refresh_status(struct cons *c)
     }
     s.snapshots_taken = c->snapshots_taken;
     s.snapshot_index = c->snapshot_index;
+    if (c->raft_inited && c->raft.log.snapshot.last_index > s.snapshot_index)
+        s.snapshot_index = c->raft.log.snapshot.last_index; /* loaded at start */
     pthread_mutex_lock(&c->mu);
     c->status = s;
     pthread_mutex_unlock(&c->mu);
@@ -192,8 +207,17 @@ static int hook_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void 
     while (p && p->req.index < index)
         p = p->next;
     void **slot = (p && p->req.index == index) ? &p->result : NULL;
-    c->user.apply(c->user.ctx, index, buf->base, buf->len, slot);
+    /* unwrap the entry frame (see entry_wrap); a malformed one is given to the FSM as an
+     * empty command, which it refuses like any undecodable command */
+    const uint8_t *b = buf->base;
+    uint64_t n = buf->len >= ENTRY_HDR ? be64_get(b) : UINT64_MAX;
+    if (n > buf->len - ENTRY_HDR || buf->len < ENTRY_HDR)
+        c->user.apply(c->user.ctx, index, "", 0, slot);
+    else
+        c->user.apply(c->user.ctx, index, b + ENTRY_HDR, (size_t) n, slot);
     *result = NULL; /* the result travels in the proposal, see apply_done() */
+    c->applied = index;
+    refresh_status(c);
     return 0;
 }
 
@@ -547,12 +571,30 @@ fail_alloc:
     return -1;
 }
 
+/* entry_wrap(): the framed copy of BUF (raft memory), see ENTRY_HDR; frees BUF. */
+static void *entry_wrap(void *buf, size_t len, size_t *out_len)
+{
+    size_t n = (ENTRY_HDR + len + 7) & ~(size_t) 7;
+    uint8_t *p = raft_malloc(n);
+    if (p != NULL) {
+        be64_put(p, len);
+        memcpy(p + ENTRY_HDR, buf, len);
+        memset(p + ENTRY_HDR + len, 0, n - ENTRY_HDR - len);
+        *out_len = n;
+    }
+    raft_free(buf);
+    return p;
+}
+
 int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void *arg)
 {
     if (len == 0) {
         raft_free(buf);
         return CONS_EINVAL;
     }
+    buf = entry_wrap(buf, len, &len);
+    if (buf == NULL)
+        return CONS_ENOMEM;
     struct proposal *p = calloc(1, sizeof *p);
     if (p == NULL) {
         raft_free(buf);
@@ -565,6 +607,11 @@ int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void
     p->arg = arg;
     p->deadline_ms = now_ms() + c->cfg.no_leader_wait_ms;
     pthread_mutex_lock(&c->mu);
+    if (c->stopped) {
+        pthread_mutex_unlock(&c->mu);
+        finish(c, p, CONS_ESHUTDOWN, 0);
+        return 0;
+    }
     plist_push(&c->inbox, p);
     pthread_mutex_unlock(&c->mu);
     uv_async_send(&c->wake);
@@ -583,19 +630,33 @@ void cons_stop(struct cons *c)
     if (c == NULL)
         return;
     pthread_mutex_lock(&c->mu);
+    bool already = c->stopping;
     c->stopping = true;
     pthread_mutex_unlock(&c->mu);
+    if (already)
+        return;
     uv_async_send(&c->wake);
     pthread_join(c->thread, NULL);
-    /* proposals pushed after the loop stopped reading the inbox */
-    for (struct proposal *p = c->inbox.head, *n; p; p = n) {
+    pthread_mutex_lock(&c->mu);
+    c->stopped = true;
+    struct plist in = c->inbox; /* pushed after the loop stopped reading the inbox */
+    c->inbox.head = c->inbox.tail = NULL;
+    pthread_mutex_unlock(&c->mu);
+    for (struct proposal *p = in.head, *n; p; p = n) {
         n = p->next;
         finish(c, p, CONS_ESHUTDOWN, 0);
     }
     uv_loop_close(&c->loop);
+    log_info("raft.stop", "node=%llu", (unsigned long long) c->cfg.id);
+}
+
+void cons_free(struct cons *c)
+{
+    if (c == NULL)
+        return;
+    cons_stop(c);
     pthread_cond_destroy(&c->started_cv);
     pthread_mutex_destroy(&c->mu);
-    log_info("raft.stop", "node=%llu", (unsigned long long) c->cfg.id);
     free(c->address);
     free(c->dir);
     free(c);

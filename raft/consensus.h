@@ -106,8 +106,12 @@ int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void
 /* cons_status() copies the latest status; cheap, any thread. */
 void cons_status(struct cons *c, struct cons_status *out);
 
-/* cons_stop() closes libraft, fails queued proposals with CONS_ESHUTDOWN, joins the
- * thread and frees C. NULL is fine. */
+/* cons_stop() closes libraft, fails queued and in-flight proposals with CONS_ESHUTDOWN
+ * and joins the thread. C stays valid: later proposals complete at once (on the caller's
+ * thread) with CONS_ESHUTDOWN, so frontends may still propose while they wind down.
+ * Idempotent; NULL is fine. */
 void cons_stop(struct cons *c);
+/* cons_free() stops C if needed and frees it; nobody may use C afterwards. */
+void cons_free(struct cons *c);
 
 #endif

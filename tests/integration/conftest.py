@@ -154,17 +154,19 @@ def run_ctl(sock, *args, password=None, stdin=None, timeout=CTL_TIMEOUT, env=Non
 
 
 class Ternd:
-    """One ternd on DATA_DIR. Ports are chosen once, so a restart reuses them."""
+    """One ternd on DATA_DIR. Ports are chosen once, so a restart reuses them. With BARE,
+    the command line is only --config CONFIG: the file must say everything."""
 
     _count = 0
 
-    def __init__(self, workdir, data_dir=None, sets=(), config=None, ports=None):
+    def __init__(self, workdir, data_dir=None, sets=(), config=None, ports=None, bare=False):
         Ternd._count += 1
         self.n = Ternd._count
         self.workdir = Path(workdir)
         self.data_dir = Path(data_dir or self.workdir / "data")
         self.sock = self.data_dir / "admin.sock"
         self.config = config
+        self.bare = bare
         self.ports = list(ports) if ports is not None else port_sets()
         self.sets = list(sets)
         if len(str(self.sock)) > SUN_PATH_MAX:  # keep the default unless it cannot work
@@ -178,6 +180,8 @@ class Ternd:
         argv = [str(TERND)]
         if self.config:
             argv += ["--config", str(self.config)]
+        if self.bare:
+            return argv
         return argv + ["--data", str(self.data_dir)] + self.ports + self.sets
 
     def start(self, wait=True):

@@ -166,9 +166,7 @@ def test_print_config_round_trip_and_start(cluster):
     assert p2.stdout.decode() == text
 
     # And it runs a ternd with no other option.
-    node.config = conf
-    node.ports, node.sets = [], []
-    node.argv = lambda: [str(TERND), "--config", str(conf)]
+    node.config, node.bare = conf, True
     node.start()
     assert node.status()["role"] == "leader"
     assert node.stop() == 0
