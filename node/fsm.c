@@ -21,6 +21,7 @@
 #include "address.h"
 #include "keyspace.h"
 #include "log.h"
+#include "model.h"
 #include "tern.pb-c.h"
 
 #define TX_CACHE_MAX 256 /* records one command may change */
@@ -952,8 +953,8 @@ static void op_deliver(struct tx *t, const Tern__Deliver *op)
             o->status = RESULT_NOTFOUND;
             continue;
         }
-        if ((acct->quota_bytes && acct->used_bytes + op->size > acct->quota_bytes) ||
-            (acct->quota_messages && acct->used_messages + 1 > acct->quota_messages)) {
+        if (!model_quota_allows(acct->used_bytes, acct->used_messages, acct->quota_bytes,
+                                acct->quota_messages, op->size)) {
             o->status = RESULT_QUOTA;
             continue;
         }

@@ -33,6 +33,8 @@
 #include "fsm.h"
 #include "log.h"
 #include "loopq.h"
+#include "net.h"
+#include "smtp.h"
 
 #define EXIT_CONFIG 2
 
@@ -45,6 +47,7 @@ struct ternd {
     struct fsm *fsm;
     struct cons *cons;
     struct admin *admin;
+    struct net_server *net;
     int lock_fd;
     char data_dir[PATH_MAX];
     char lock_path[PATH_MAX + 16];
@@ -120,7 +123,9 @@ static void shutdown_node(struct ternd *t)
     log_info("ternd.stopping", "node=%" PRIu64, config_uint(&t->cfg, "node", "id"));
     admin_stop(t->admin);
     t->admin = NULL;
-    cons_stop(t->cons); /* in-flight proposals complete with ESHUTDOWN, via t->q */
+    cons_stop(t->cons); /* in-flight proposals complete with ESHUTDOWN, via the loopqs */
+    net_stop(t->net);   /* closes every client connection and joins the workers */
+    t->net = NULL;
     loopq_close(&t->q);
     uv_close((uv_handle_t *) &t->sigterm, on_handle_closed);
     uv_close((uv_handle_t *) &t->sigint, on_handle_closed);
@@ -131,6 +136,50 @@ static void on_signal(uv_signal_t *s, int signum)
     struct ternd *t = s->data;
     log_info("ternd.signal", "signal=%d", signum);
     shutdown_node(t);
+}
+
+static const struct smtp_listen_cfg smtp_mx = {.role = SMTP_ROLE_MX};
+static const struct smtp_listen_cfg smtp_submission = {.role = SMTP_ROLE_SUBMISSION};
+
+/* start_frontends(): the client listeners named in [listen] (empty = off). */
+static int start_frontends(struct ternd *t, char *err, size_t errlen)
+{
+    static const struct {
+        const char *key;
+        enum net_tls_mode tls;
+        const struct net_proto *proto;
+        const void *cfg;
+    } table[] = {
+        {"smtp", NET_TLS_STARTTLS, &smtp_proto, &smtp_mx},
+        {"submission", NET_TLS_STARTTLS, &smtp_proto, &smtp_submission},
+        {"smtps", NET_TLS_IMPLICIT, &smtp_proto, &smtp_submission},
+    };
+    struct net_listen ls[sizeof table / sizeof table[0]];
+    char hosts[sizeof table / sizeof table[0]][256];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const char *v = config_str(&t->cfg, "listen", table[i].key);
+        if (v[0] == 0)
+            continue;
+        uint16_t port;
+        if (config_parse_addr(v, hosts[n], sizeof hosts[n], &port) != 0) {
+            snprintf(err, errlen, "listen.%s: bad address '%s'", table[i].key, v);
+            return -1;
+        }
+        ls[n] = (struct net_listen){.name = table[i].key,
+                                    .host = hosts[n],
+                                    .port = port,
+                                    .tls = table[i].tls,
+                                    .proto = table[i].proto,
+                                    .proto_cfg = table[i].cfg};
+        n++;
+    }
+    struct net_node node = {.db = t->db,
+                            .cons = t->cons,
+                            .fsm = t->fsm,
+                            .cfg = &t->cfg,
+                            .hostname = config_str(&t->cfg, "node", "hostname")};
+    return net_start(&node, ls, n, t->data_dir, &t->net, err, errlen);
 }
 
 /* load_config(): defaults, then --config, then --data and each --set in order. */
@@ -281,6 +330,14 @@ int main(int argc, char **argv)
     t.sigterm.data = t.sigint.data = &t;
     uv_signal_start(&t.sigterm, on_signal, SIGTERM);
     uv_signal_start(&t.sigint, on_signal, SIGINT);
+
+    if (start_frontends(&t, err, sizeof err) != 0) {
+        fprintf(stderr, "ternd: %s\n", err);
+        status = strstr(err, "listen.") ? EXIT_CONFIG : 1;
+        shutdown_node(&t);
+        uv_run(t.loop, UV_RUN_DEFAULT);
+        goto out;
+    }
 
     char sock[PATH_MAX + 32];
     const char *as = config_str(&t.cfg, "node", "admin_socket");

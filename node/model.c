@@ -222,6 +222,19 @@ int model_verify(struct db *db, const char *address, const char *password, size_
     return ok ? 1 : 0;
 }
 
+bool model_quota_allows(uint64_t used_bytes, uint64_t used_messages, uint64_t quota_bytes,
+                        uint64_t quota_messages, uint64_t size)
+{
+    if (quota_messages && used_messages >= quota_messages)
+        return false;
+    if (quota_bytes) {
+        uint64_t grace = quota_bytes / 10;
+        if (used_bytes >= quota_bytes || size > quota_bytes + grace - used_bytes)
+            return false;
+    }
+    return true;
+}
+
 /* ---- iteration ---- */
 
 /* scan(): records under PREFIX; when INDIRECT, values are u64 account ids to load. */

@@ -12,6 +12,7 @@
 #ifndef TERN_MODEL_H
 #define TERN_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,16 @@ void model_resolution_free(struct model_resolution *r);
  * and sets *ACCOUNT_ID when it matches, 0 when not (or no such account), -1 on error. */
 int model_verify(struct db *db, const char *address, const char *password, size_t len,
                  uint64_t *account_id);
+
+/*
+ * model_quota_allows(): may a message of SIZE bytes go to account A? Quotas of 0 are
+ * unlimited. As Dovecot's quota_grace, a message that crosses the quota is let through
+ * when the account was under quota before and ends at most 10% over; so a full mailbox
+ * refuses mail, and a nearly full one does not bounce a message by a few bytes. The FSM
+ * (at apply) and SMTP (at RCPT, with the declared SIZE) use this one rule.
+ */
+bool model_quota_allows(uint64_t used_bytes, uint64_t used_messages, uint64_t quota_bytes,
+                        uint64_t quota_messages, uint64_t size);
 
 /* Iteration: CB returns 0 to go on, non-zero to stop (which is returned). */
 typedef int model_each_cb(void *ctx, const ProtobufCMessage *rec);
