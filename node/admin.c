@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,8 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "body_store.h"
+#include "keyspace.h"
 #include "admin.pb-c.h"
 #include "command.h"
 #include "frame.h"
@@ -622,7 +625,137 @@ static void h_mailbox_list(struct req *r)
     reply(r, 0, NULL);
 }
 
+/* message.list USER MAILBOX: the message index, one line per message */
+static int message_line(void *ctx, const ProtobufCMessage *m)
+{
+    const Tern__MessageRec *msg = (const Tern__MessageRec *) m;
+    char flags[1024] = "", hex[BODY_HEX_LEN] = "";
+    size_t o = 0;
+    for (size_t i = 0; i < msg->n_flags && o < sizeof flags - 1; i++)
+        o += (size_t) snprintf(flags + o, sizeof flags - o, "%s%s", i ? "," : "", msg->flags[i]);
+    if (msg->body_hash.len == BODY_HASH_LEN)
+        body_hash_hex(msg->body_hash.data, hex);
+    char q[1100], fq[1100];
+    add_line(ctx,
+             "uid=%u size=%" PRIu64 " modseq=%" PRIu64 " internal_date=%" PRIu64
+             " flags=%s body=%s from=%s rcpt=%s",
+             msg->uid, msg->size, msg->modseq, msg->internal_date, val(fq, sizeof fq, flags), hex,
+             val(q, sizeof q,
+                 msg->envelope && msg->envelope->mail_from ? msg->envelope->mail_from : ""),
+             msg->rcpt_to ? msg->rcpt_to : "");
+    return 0;
+}
+
+/* mailbox_arg(): the mailbox USER NAME names, or a reply and NULL. */
+static Tern__MailboxRec *mailbox_arg(struct req *r)
+{
+    struct db *db = r->c->a->deps.db;
+    Tern__AccountRec *a = NULL;
+    Tern__MailboxRec *m = NULL;
+    int rv = model_account_by_address(db, arg(r, 0), &a);
+    if (rv <= 0) {
+        reply(r, rv < 0 ? 2 : 1, rv < 0 ? "storage error" : "no such account");
+        return NULL;
+    }
+    rv = model_mailbox_by_name(db, a->id, arg(r, 1), &m);
+    tern__account_rec__free_unpacked(a, NULL);
+    if (rv <= 0) {
+        reply(r, rv < 0 ? 2 : 1, rv < 0 ? "storage error" : "no such mailbox");
+        return NULL;
+    }
+    return m;
+}
+
+static void h_message_list(struct req *r)
+{
+    Tern__MailboxRec *m = mailbox_arg(r);
+    if (m == NULL)
+        return;
+    int rv = model_messages(r->c->a->deps.db, m->id, 1, UINT32_MAX, message_line, r);
+    tern__mailbox_rec__free_unpacked(m, NULL);
+    if (rv < 0)
+        return reply(r, 2, "storage error");
+    reply(r, 0, NULL);
+}
+
+/* message.show USER MAILBOX UID: the stored body, base64 in lines of 76 (ternctl decodes
+ * it). Bounded so that one answer fits a frame. */
+#define ADMIN_SHOW_MAX (700 * 1024)
+static void h_message_show(struct req *r)
+{
+    char *end;
+    unsigned long uid = strtoul(arg(r, 2), &end, 10);
+    if (*end || uid == 0 || uid > UINT32_MAX)
+        return reply(r, 1, "UID: a number");
+    Tern__MailboxRec *m = mailbox_arg(r);
+    if (m == NULL)
+        return;
+    struct db *db = r->c->a->deps.db;
+    struct key k;
+    ks_message(&k, m->id, (uint32_t) uid);
+    tern__mailbox_rec__free_unpacked(m, NULL);
+    char *v = NULL;
+    size_t vl;
+    int rv = db_get(db, DB_CF_META, k.buf, k.len, &v, &vl);
+    if (rv <= 0)
+        return reply(r, rv < 0 ? 2 : 1, rv < 0 ? "storage error" : "no such message");
+    Tern__MessageRec *msg = tern__message_rec__unpack(NULL, vl, (const uint8_t *) v);
+    free(v);
+    if (msg == NULL || msg->body_hash.len != BODY_HASH_LEN) {
+        if (msg)
+            tern__message_rec__free_unpacked(msg, NULL);
+        return reply(r, 2, "corrupt message record");
+    }
+    char *body = NULL;
+    size_t blen = 0;
+    rv = body_get(db, msg->body_hash.data, &body, &blen);
+    tern__message_rec__free_unpacked(msg, NULL);
+    if (rv <= 0)
+        return reply(r, 2, rv < 0 ? "storage error" : "body missing on this node");
+    if (blen > ADMIN_SHOW_MAX) {
+        free(body);
+        return reply(r, 1, "message too large to show here");
+    }
+    for (size_t off = 0; off < blen; off += 57) {
+        size_t n = blen - off < 57 ? blen - off : 57;
+        char b64[80];
+        EVP_EncodeBlock((unsigned char *) b64, (const unsigned char *) body + off, (int) n);
+        add_line(r, "%s", b64);
+    }
+    free(body);
+    reply(r, 0, NULL);
+}
+
+static int queue_line(void *ctx, const ProtobufCMessage *m)
+{
+    const Tern__QueueRec *q = (const Tern__QueueRec *) m;
+    char rcpts[4096] = "", hex[BODY_HEX_LEN] = "", fq[1100], rq[4200];
+    size_t o = 0;
+    for (size_t i = 0; i < q->n_recipients && o < sizeof rcpts - 1; i++)
+        o += (size_t) snprintf(rcpts + o, sizeof rcpts - o, "%s%s", i ? "," : "",
+                               q->recipients[i]->address);
+    if (q->body_hash.len == BODY_HASH_LEN)
+        body_hash_hex(q->body_hash.data, hex);
+    add_line(ctx,
+             "id=%" PRIu64 " size=%" PRIu64 " from=%s rcpts=%s created=%" PRIu64
+             " attempts=%u body=%s",
+             q->id, q->size,
+             val(fq, sizeof fq, q->envelope && q->envelope->mail_from ? q->envelope->mail_from : ""),
+             val(rq, sizeof rq, rcpts), q->created, q->attempts, hex);
+    return 0;
+}
+
+static void h_queue_list(struct req *r)
+{
+    if (model_queue(r->c->a->deps.db, queue_line, r) < 0)
+        return reply(r, 2, "storage error");
+    reply(r, 0, NULL);
+}
+
 static const struct verb verbs[] = {
+    {"queue.list", 0, 0, 0, h_queue_list},
+    {"message.list", 2, 2, 0, h_message_list},
+    {"message.show", 3, 3, 0, h_message_show},
     {"status", 0, 0, 0, h_status},
     {"domain.add", 1, 1, 0, h_domain_add},
     {"domain.del", 1, 1, 0, h_domain_del},

@@ -323,6 +323,13 @@ int model_mailboxes(struct db *db, uint64_t account, model_each_cb *cb, void *ct
     return scan(db, &p, &tern__mailbox_rec__descriptor, true, cb, ctx);
 }
 
+int model_queue(struct db *db, model_each_cb *cb, void *ctx)
+{
+    struct key p;
+    key_init(&p, KS_QUEUE);
+    return scan(db, &p, &tern__queue_rec__descriptor, false, cb, ctx);
+}
+
 int model_messages(struct db *db, uint64_t mailbox, uint32_t lo, uint32_t hi, model_each_cb *cb,
                    void *ctx)
 {

@@ -67,6 +67,8 @@ int model_domains(struct db *db, model_each_cb *cb, void *ctx);                 
 int model_accounts(struct db *db, const char *domain, model_each_cb *cb, void *ctx); /* AccountRec */
 int model_aliases(struct db *db, const char *domain, model_each_cb *cb, void *ctx);  /* AliasRec */
 int model_mailboxes(struct db *db, uint64_t account_id, model_each_cb *cb, void *ctx); /* MailboxRec */
+/* model_queue(): the outbound queue's QueueRecs in id order. */
+int model_queue(struct db *db, model_each_cb *cb, void *ctx);
 /* model_messages(): MessageRecs with LO <= uid <= HI in uid order. */
 int model_messages(struct db *db, uint64_t mailbox_id, uint32_t lo, uint32_t hi,
                    model_each_cb *cb, void *ctx);

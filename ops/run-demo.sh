@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
-TERND=$BUILD/node/ternd
+TERND=$BUILD/proxy/ternd
 TERNCTL=$BUILD/ops/ternctl
 VAR=var
 DATA=$VAR/data
@@ -59,7 +59,7 @@ fi
 port() { # the port of a listen.* key, empty while that protocol is not served yet
   "$TERND" --data "$DATA" --print-config | sed -n "s/^$1 *= *\"\{0,1\}[^:]*:\([0-9]*\)\"\{0,1\}$/\1/p" | head -1
 }
-SERVED=" " # protocols that exist in this build; later issues add smtp, imap, pop3
+SERVED=" smtp submission smtps " # protocols this build serves; imap and pop3 come later
 p() { case "$SERVED" in *" $1 "*) port "$1" ;; *) echo "" ;; esac; }
 
 umask 077
@@ -87,6 +87,8 @@ if [ "${NEW:-0}" = 1 ]; then
 else
   echo "  password:  (unchanged; see $ENV)"
 fi
-echo "  ports:     mail protocols are not served yet (see the open issues)"
+echo "  SMTP (MX):           127.0.0.1:$(p smtp)"
+echo "  submission STARTTLS: 127.0.0.1:$(p submission)   implicit TLS: 127.0.0.1:$(p smtps)"
+echo "  try: swaks --server 127.0.0.1:$(p submission) --tls --auth PLAIN --auth-user $DEMO_USER --auth-password '$PASSWORD' --to $DEMO_USER"
 echo "Ctrl-C stops it."
 wait "$PID"

@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <openssl/evp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@ enum ternctl_exit {
 enum ternctl_flag {
     TERNCTL_PASSWORD = 1, /* sends a password (AdminRequest.password) */
     TERNCTL_NEW_PW = 2,   /* the password is being set: typed twice on a terminal, not empty */
+    TERNCTL_RAW = 4,      /* the answer is base64 lines of raw bytes: decode to stdout */
 };
 
 /* One command: the words typed, the verb sent, how many args follow. */
@@ -84,6 +86,9 @@ static const struct ternctl_cmd ternctl_cmds[] = {
     {"mailbox", "rename", "mailbox.rename", 3, 3, 0, "USER OLD NEW"},
     {"mailbox", "delete", "mailbox.delete", 2, 2, 0, "USER NAME"},
     {"mailbox", "subscribe", "mailbox.subscribe", 3, 3, 0, "USER NAME on|off"},
+    {"message", "list", "message.list", 2, 2, 0, "USER MAILBOX"},
+    {"queue", "list", "queue.list", 0, 0, 0, ""},
+    {"message", "show", "message.show", 3, 3, TERNCTL_RAW, "USER MAILBOX UID"},
 };
 #define TERNCTL_NCMDS (sizeof(ternctl_cmds) / sizeof(ternctl_cmds[0]))
 
@@ -617,13 +622,30 @@ static int cmdline(int argc, char **argv, struct ternctl_line *l)
 /* ---- main ---- */
 
 /* report() prints RESP's lines to stdout and its error to stderr; returns the exit status. */
-static int report(const Tern__AdminResponse *resp, const char *sock)
+static int report(const Tern__AdminResponse *resp, const char *sock, bool raw)
 {
     bool out_err;
     int rc;
 
-    for (size_t i = 0; i < resp->n_lines; i++)
-        print_clean(stdout, resp->lines[i]);
+    for (size_t i = 0; i < resp->n_lines; i++) {
+        if (!raw || resp->status != 0) {
+            print_clean(stdout, resp->lines[i]);
+            continue;
+        }
+        /* a message body: the bytes as stored, for redirection to a file */
+        unsigned char bin[96];
+        size_t n = strlen(resp->lines[i]);
+        int len = n <= 76 && n % 4 == 0
+                      ? EVP_DecodeBlock(bin, (const unsigned char *) resp->lines[i], (int) n)
+                      : -1;
+        if (len < 0)
+            return fail(TERNCTL_UNAVAILABLE, "bad data in the answer");
+        while (len > 0 && n >= 1 && resp->lines[i][n - 1] == '=') { /* padding */
+            len--;
+            n--;
+        }
+        fwrite(bin, 1, (size_t) len, stdout);
+    }
     out_err = fflush(stdout) != 0 || ferror(stdout);
     switch (resp->status) {
     case 0:
@@ -673,7 +695,7 @@ int main(int argc, char **argv)
     explicit_bzero(pw, sizeof(pw));
     if (resp == NULL)
         return fail(TERNCTL_UNAVAILABLE, "%s", err);
-    rc = report(resp, l.sock);
+    rc = report(resp, l.sock, (l.cmd->flags & TERNCTL_RAW) != 0);
     tern__admin_response__free_unpacked(resp, NULL);
     return rc;
 }

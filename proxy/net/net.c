@@ -38,7 +38,6 @@
 #define SCRATCH_SIZE   (64 * 1024)
 #define TRUSTED_MAX    32
 #define IPTABLE_SIZE   4096 /* open addressing; per-address counts */
-#define INPUT_ROUNDS   64   /* input() calls per read event before yielding */
 
 struct cidr {
     int family;
@@ -604,7 +603,7 @@ static void conn_dispatch(struct net_conn *c)
     }
     c->in_input = true;
     c->refs++;
-    for (int round = 0; round < INPUT_ROUNDS; round++) {
+    for (;;) { /* until the protocol stops consuming: a burst may hold many commands */
         c->again = false;
         if (c->phase != PH_OPEN || c->held || c->session == NULL)
             break;
@@ -789,9 +788,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     if (n == 0)
         return;
     if (n < 0) {
-        if (c->phase == PH_OPEN && c->held) {
-            c->peer_eof = true; /* let the pending answer finish, then close */
-            update_reading(c);
+        if (n == UV_EOF && c->phase == PH_OPEN) {
+            /* a half-close: answer what was sent (and any pending commit), then close */
+            c->peer_eof = true;
+            if (c->reading) {
+                uv_read_stop(s);
+                c->reading = false;
+            }
+            conn_dispatch(c);
             return;
         }
         conn_close_now(c);
@@ -906,8 +910,6 @@ void net_conn_close(struct net_conn *c)
 static void on_connection(uv_stream_t *server, int status)
 {
     struct net_worker *w = server->data;
-    const struct net_listen *l = ((uv_handle_t *) server)->data == w ? NULL : NULL;
-    (void) l;
     if (status < 0)
         return;
     size_t li = 0;

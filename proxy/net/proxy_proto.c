@@ -72,8 +72,9 @@ static bool v1_addr_char(int af, uint8_t c)
  * v1_addr_prefix_ok() tells whether the TEXTLEN characters at TEXT (room for
  * PP_V1_ADDR_MAX + 8 bytes) can still become an address of family AF, by trying the few
  * shortest completions that matter: none (already complete), "::" or ":" (IPv6 groups),
- * "0" (after a ':' or a '.'), and the missing octets of a dotted quad. A partial address is
- * thereby rejected as early as a complete one would be, e.g. "256" or "1::2::".
+ * "0" (after a ':' or a '.'), and the missing octets of a dotted quad. So a partial address
+ * that no further byte can repair ("256", "01", "1::2::") is rejected at once, not when its
+ * terminating space arrives.
  */
 static bool v1_addr_prefix_ok(int af, char *text, size_t textlen)
 {

@@ -374,6 +374,22 @@ struct param {
     size_t vallen;
 };
 
+/* count_params(): the number of SP-separated words in P..END, counted before any is
+ * parsed so that SMTP_PARAMS_MAX bounds the work whatever the words are. */
+static size_t count_params(const char *p, const char *end)
+{
+    size_t n = 0;
+    bool in_word = false;
+
+    for (; p < end; p++) {
+        if (*p == ' ')
+            in_word = false;
+        else if (!in_word)
+            in_word = true, n++;
+    }
+    return n;
+}
+
 /* next_param(): the next esmtp-param of *P..END (RFC 5321 4.1.2), after at least one SP.
  * Returns 1 with PP filled, 0 at the end, or a negative enum smtp_err. Values are
  * 1*(%d33-60 / %d62-126), and with UTF8 also UTF8-non-ascii (RFC 6531 3.3). */
@@ -703,7 +719,7 @@ int smtp_parse_mail(const char *arg, size_t len, struct smtp_mail *out, const ch
     struct param pp;
     const char *p, *end = arg + len;
     size_t used = 0;
-    int rc, count = 0;
+    int rc;
 
     memset(out, 0, sizeof *out);
     *why = "";
@@ -727,12 +743,12 @@ int smtp_parse_mail(const char *arg, size_t len, struct smtp_mail *out, const ch
     out->null_path = kind == PATH_NULL;
     /* RFC 6531 3.3: esmtp-value =/ UTF8-non-ascii; no MAIL parameter we know takes it, so
      * each parameter's own check refuses it; unknown parameters are refused anyway. */
+    if (count_params(arg + used, end) > SMTP_PARAMS_MAX) {
+        *why = "too many parameters";
+        rc = SMTP_ERR_SYNTAX;
+        goto err;
+    }
     for (p = arg + used; (rc = next_param(&p, end, true, &pp, why)) == 1;) {
-        if (++count > SMTP_PARAMS_MAX) {
-            *why = "too many parameters";
-            rc = SMTP_ERR_SYNTAX;
-            goto err;
-        }
         if ((rc = mail_param(&pp, out, why)) != 0)
             goto err;
     }
@@ -757,7 +773,7 @@ int smtp_parse_rcpt(const char *arg, size_t len, bool smtputf8, struct smtp_rcpt
     struct param pp;
     const char *p, *end = arg + len;
     size_t used = 0;
-    int rc, count = 0;
+    int rc;
 
     memset(out, 0, sizeof *out);
     *why = "";
@@ -777,12 +793,12 @@ int smtp_parse_rcpt(const char *arg, size_t len, bool smtputf8, struct smtp_rcpt
     if (rc != 0)
         goto err;
     out->postmaster = kind == PATH_POSTMASTER;
+    if (count_params(arg + used, end) > SMTP_PARAMS_MAX) {
+        *why = "too many parameters";
+        rc = SMTP_ERR_SYNTAX;
+        goto err;
+    }
     for (p = arg + used; (rc = next_param(&p, end, smtputf8, &pp, why)) == 1;) {
-        if (++count > SMTP_PARAMS_MAX) {
-            *why = "too many parameters";
-            rc = SMTP_ERR_SYNTAX;
-            goto err;
-        }
         if ((rc = rcpt_param(&pp, out, why)) != 0)
             goto err;
     }
