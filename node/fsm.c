@@ -1029,6 +1029,284 @@ static void op_deliver(struct tx *t, const Tern__Deliver *op)
     }
 }
 
+/* ---- handlers: flags, expunge, copy (IMAP) ---- */
+
+static Tern__MessageRec *message_get(struct tx *t, uint64_t mailbox_id, uint32_t uid)
+{
+    struct key k;
+    ks_message(&k, mailbox_id, uid);
+    return (Tern__MessageRec *) get_msg(t, &k, &tern__message_rec__descriptor);
+}
+
+static void message_put(struct tx *t, uint64_t mailbox_id, const Tern__MessageRec *m)
+{
+    struct key k;
+    ks_message(&k, mailbox_id, m->uid);
+    put_msg(t, &k, &m->base);
+}
+
+/* change_add(): a MessageChange in the result, owning copies of its flags. */
+static void change_add(struct tx *t, uint32_t uid, uint64_t modseq, char **flags, size_t n,
+                       uint32_t new_uid)
+{
+    Tern__Result *r = t->res;
+    if ((r->n_changed & (r->n_changed - 1)) == 0) { /* grow at powers of two */
+        size_t cap = r->n_changed ? 2 * r->n_changed : 1;
+        Tern__MessageChange **v = realloc(r->changed, cap * sizeof *v);
+        if (v == NULL)
+            abort();
+        r->changed = v;
+    }
+    Tern__MessageChange *c = malloc(sizeof *c);
+    if (c == NULL)
+        abort();
+    tern__message_change__init(c);
+    c->uid = uid;
+    c->has_modseq = modseq != 0;
+    c->modseq = modseq;
+    if (new_uid) {
+        c->has_new_uid = 1;
+        c->new_uid = new_uid;
+    }
+    if (n) {
+        c->flags = malloc(n * sizeof *c->flags);
+        if (c->flags == NULL)
+            abort();
+        for (size_t i = 0; i < n; i++)
+            if ((c->flags[i] = strdup(flags[i])) == NULL)
+                abort();
+        c->n_flags = n;
+    }
+    r->changed[r->n_changed++] = c;
+}
+
+static void result_free_changes(Tern__Result *r)
+{
+    for (size_t i = 0; i < r->n_changed; i++) {
+        for (size_t j = 0; j < r->changed[i]->n_flags; j++)
+            free(r->changed[i]->flags[j]);
+        free(r->changed[i]->flags);
+        free(r->changed[i]);
+    }
+    free(r->changed);
+    free(r->failed);
+}
+
+/* uids_ok(): ascending, non-zero, bounded. */
+static bool uids_ok(const uint32_t *uids, size_t n)
+{
+    if (n > FSM_UIDS_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (uids[i] == 0 || (i && uids[i] <= uids[i - 1]))
+            return false;
+    return true;
+}
+
+static bool flags_ok(char **flags, size_t n)
+{
+    if (n > FSM_FLAGS_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!flag_valid(flags[i]))
+            return false;
+    return true;
+}
+
+static bool flag_in(char **set, size_t n, const char *f)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(set[i], f) == 0)
+            return true;
+    return false;
+}
+
+static void op_store_flags(struct tx *t, const Tern__StoreFlags *op)
+{
+    Tern__MailboxRec *m = mailbox(t, op->mailbox_id);
+    if (m == NULL)
+        return set_result(t, RESULT_NOTFOUND, "no such mailbox");
+    if (!uids_ok(op->uids, op->n_uids) || !flags_ok(op->flags, op->n_flags) || op->mode < 0 ||
+        op->mode > FSM_STORE_REMOVE)
+        return set_result(t, RESULT_INVALID, "invalid STORE");
+    uint64_t modseq = 0; /* one new modseq for every message this command changes */
+    for (size_t i = 0; i < op->n_uids; i++) {
+        Tern__MessageRec *msg = message_get(t, m->id, op->uids[i]);
+        if (msg == NULL)
+            continue; /* expunged meanwhile: nothing to store (RFC 3501 6.4.6) */
+        if (op->unchangedsince && msg->modseq > op->unchangedsince) {
+            if ((t->res->n_failed & (t->res->n_failed - 1)) == 0) {
+                size_t cap = t->res->n_failed ? 2 * t->res->n_failed : 1;
+                uint32_t *v = realloc(t->res->failed, cap * sizeof *v);
+                if (v == NULL)
+                    abort();
+                t->res->failed = v;
+            }
+            t->res->failed[t->res->n_failed++] = msg->uid;
+            tern__message_rec__free_unpacked(msg, NULL);
+            continue;
+        }
+        char *nf[2 * FSM_FLAGS_MAX];
+        size_t nn = 0;
+        if (op->mode != FSM_STORE_SET)
+            for (size_t j = 0; j < msg->n_flags && nn < FSM_FLAGS_MAX; j++)
+                if (op->mode == FSM_STORE_ADD || !flag_in(op->flags, op->n_flags, msg->flags[j]))
+                    nf[nn++] = msg->flags[j];
+        if (op->mode != FSM_STORE_REMOVE)
+            for (size_t j = 0; j < op->n_flags && nn < FSM_FLAGS_MAX; j++)
+                if (strcasecmp(op->flags[j], "\\Recent") != 0 && !flag_in(nf, nn, op->flags[j]))
+                    nf[nn++] = op->flags[j];
+        bool same = nn == msg->n_flags;
+        for (size_t j = 0; same && j < nn; j++)
+            same = flag_in(msg->flags, msg->n_flags, nf[j]);
+        if (same) {
+            change_add(t, msg->uid, msg->modseq, msg->flags, msg->n_flags, 0);
+            tern__message_rec__free_unpacked(msg, NULL);
+            continue;
+        }
+        bool was_seen = flag_in(msg->flags, msg->n_flags, "\\Seen");
+        bool seen = flag_in(nf, nn, "\\Seen");
+        if (was_seen != seen)
+            m->unseen = seen ? (m->unseen ? m->unseen - 1 : 0) : m->unseen + 1;
+        if (modseq == 0)
+            modseq = ++m->highestmodseq;
+        char **old = msg->flags;
+        size_t oldn = msg->n_flags;
+        msg->flags = nf;
+        msg->n_flags = nn;
+        msg->modseq = modseq;
+        message_put(t, m->id, msg);
+        change_add(t, msg->uid, modseq, nf, nn, 0);
+        msg->flags = old; /* give the record its own array back before freeing it */
+        msg->n_flags = oldn;
+        struct fsm_event ev = {.type = FSM_EV_FLAGS,
+                               .account_id = m->account_id,
+                               .mailbox_id = m->id,
+                               .uid = msg->uid,
+                               .modseq = modseq};
+        emit(t, &ev);
+        tern__message_rec__free_unpacked(msg, NULL);
+    }
+}
+
+/* expunge_one(): removes MSG from M at MODSEQ, leaving a tombstone. */
+static void expunge_one(struct tx *t, Tern__MailboxRec *m, Tern__AccountRec *acct,
+                        const Tern__MessageRec *msg, uint64_t modseq, struct refdeltas *d)
+{
+    struct key k;
+    ks_message(&k, m->id, msg->uid);
+    del_key(t, &k);
+    ks_expunged(&k, m->id, msg->uid);
+    Tern__ExpungedRec x = TERN__EXPUNGED_REC__INIT;
+    x.modseq = modseq;
+    put_msg(t, &k, &x.base);
+    m->messages = m->messages ? m->messages - 1 : 0;
+    m->bytes = m->bytes > msg->size ? m->bytes - msg->size : 0;
+    if (!has_flag(msg, "\\Seen"))
+        m->unseen = m->unseen ? m->unseen - 1 : 0;
+    if (acct) {
+        acct->used_bytes = acct->used_bytes > msg->size ? acct->used_bytes - msg->size : 0;
+        acct->used_messages = acct->used_messages ? acct->used_messages - 1 : 0;
+    }
+    if (msg->body_hash.len == 32)
+        refdelta_add(d, msg->body_hash.data, -1);
+    struct fsm_event ev = {.type = FSM_EV_EXPUNGE,
+                           .account_id = m->account_id,
+                           .mailbox_id = m->id,
+                           .uid = msg->uid,
+                           .modseq = modseq};
+    emit(t, &ev);
+}
+
+static void op_expunge(struct tx *t, const Tern__Expunge *op)
+{
+    Tern__MailboxRec *m = mailbox(t, op->mailbox_id);
+    if (m == NULL)
+        return set_result(t, RESULT_NOTFOUND, "no such mailbox");
+    if (!uids_ok(op->uids, op->n_uids))
+        return set_result(t, RESULT_INVALID, "invalid EXPUNGE");
+    Tern__AccountRec *acct = account(t, m->account_id);
+    struct refdeltas d = {0};
+    uint64_t modseq = 0;
+    for (size_t i = 0; i < op->n_uids; i++) {
+        Tern__MessageRec *msg = message_get(t, m->id, op->uids[i]);
+        if (msg == NULL)
+            continue;
+        if (modseq == 0)
+            modseq = ++m->highestmodseq;
+        expunge_one(t, m, acct, msg, modseq, &d);
+        change_add(t, msg->uid, modseq, NULL, 0, 0);
+        tern__message_rec__free_unpacked(msg, NULL);
+    }
+    refdelta_write(t, &d);
+    free(d.v);
+}
+
+static void op_copy(struct tx *t, const Tern__CopyMessages *op)
+{
+    Tern__MailboxRec *src = mailbox(t, op->from_mailbox);
+    Tern__MailboxRec *dst = mailbox(t, op->to_mailbox);
+    if (src == NULL || dst == NULL)
+        return set_result(t, RESULT_NOTFOUND, "no such mailbox");
+    if (src->account_id != dst->account_id || src->id == dst->id)
+        return set_result(t, RESULT_INVALID, "copy within one account, between two mailboxes");
+    if (!uids_ok(op->uids, op->n_uids))
+        return set_result(t, RESULT_INVALID, "invalid COPY");
+    Tern__AccountRec *acct = account(t, dst->account_id);
+    if (acct == NULL)
+        return set_result(t, RESULT_NOTFOUND, "no such account");
+    struct refdeltas d = {0};
+    uint64_t dst_modseq = 0, src_modseq = 0;
+    for (size_t i = 0; i < op->n_uids; i++) {
+        Tern__MessageRec *msg = message_get(t, src->id, op->uids[i]);
+        if (msg == NULL)
+            continue;
+        if (!op->move && !model_quota_allows(acct->used_bytes, acct->used_messages,
+                                             acct->quota_bytes, acct->quota_messages, msg->size)) {
+            tern__message_rec__free_unpacked(msg, NULL);
+            free(d.v);
+            return set_result(t, RESULT_QUOTA, "over quota");
+        }
+        if (dst->uidnext == UINT32_MAX) {
+            tern__message_rec__free_unpacked(msg, NULL);
+            free(d.v);
+            return set_result(t, RESULT_INVALID, "target mailbox out of UIDs");
+        }
+        uint32_t old_uid = msg->uid;
+        if (dst_modseq == 0)
+            dst_modseq = ++dst->highestmodseq;
+        Tern__MessageRec copy = *msg;
+        copy.uid = dst->uidnext++;
+        copy.modseq = dst_modseq;
+        message_put(t, dst->id, &copy);
+        dst->messages++;
+        dst->bytes += msg->size;
+        if (!has_flag(msg, "\\Seen"))
+            dst->unseen++;
+        acct->used_bytes += msg->size;
+        acct->used_messages++;
+        if (msg->body_hash.len == 32)
+            refdelta_add(&d, msg->body_hash.data, 1);
+        change_add(t, old_uid, dst_modseq, NULL, 0, copy.uid);
+        struct fsm_event ev = {.type = FSM_EV_MESSAGE_NEW,
+                               .account_id = dst->account_id,
+                               .mailbox_id = dst->id,
+                               .uid = copy.uid,
+                               .modseq = dst_modseq};
+        emit(t, &ev);
+        if (op->move) {
+            if (src_modseq == 0)
+                src_modseq = ++src->highestmodseq;
+            expunge_one(t, src, acct, msg, src_modseq, &d);
+        }
+        tern__message_rec__free_unpacked(msg, NULL);
+    }
+    refdelta_write(t, &d);
+    free(d.v);
+    t->res->has_uidvalidity = 1;
+    t->res->uidvalidity = dst->uidvalidity;
+}
+
 /* ---- apply ---- */
 
 static void dispatch(struct tx *t, const Tern__Command *c)
@@ -1060,6 +1338,12 @@ static void dispatch(struct tx *t, const Tern__Command *c)
         return op_mailbox_subscribe(t, c->mailbox_subscribe);
     case TERN__COMMAND__OP_DELIVER:
         return op_deliver(t, c->deliver);
+    case TERN__COMMAND__OP_STORE_FLAGS:
+        return op_store_flags(t, c->store_flags);
+    case TERN__COMMAND__OP_EXPUNGE:
+        return op_expunge(t, c->expunge);
+    case TERN__COMMAND__OP_COPY_MESSAGES:
+        return op_copy(t, c->copy_messages);
     default:
         return set_result(t, RESULT_INVALID, "unknown command");
     }
@@ -1186,6 +1470,11 @@ void fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len, void **re
             /* a refused command changes nothing but the applied index */
             rocksdb_writebatch_clear(t.b);
             t.nevents = 0;
+            result_free_changes(&res);
+            res.changed = NULL;
+            res.n_changed = 0;
+            res.failed = NULL;
+            res.n_failed = 0;
         }
     }
     if (packed == NULL) {
@@ -1215,6 +1504,7 @@ void fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len, void **re
     for (size_t i = 0; i < res.n_delivered; i++)
         free(res.delivered[i]);
     free(res.delivered);
+    result_free_changes(&res);
     cache_free(&t);
     free(t.events);
     rocksdb_writebatch_destroy(t.b);

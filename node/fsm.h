@@ -25,6 +25,9 @@
 #define FSM_REQUEST_ID_MAX 32
 #define FSM_SNAPSHOT_MAGIC "TERNSNAP1"
 #define FSM_REMOTE_MAX 1000 /* remote recipients in one delivery */
+#define FSM_UIDS_MAX   100000 /* messages one STORE/EXPUNGE/COPY command may name */
+#define FSM_FLAGS_MAX  64     /* flags on one message */
+enum fsm_store_mode { FSM_STORE_SET = 0, FSM_STORE_ADD = 1, FSM_STORE_REMOVE = 2 };
 
 /* Result.status values */
 enum fsm_status {
@@ -50,6 +53,8 @@ enum fsm_event_type {
     FSM_EV_ACCOUNT,       /* account added, removed or changed */
     FSM_EV_BODY_UNUSED,   /* a body's reference count reached 0 (hash) */
     FSM_EV_QUEUE,         /* an outbound queue entry was added (id in mailbox_id) */
+    FSM_EV_FLAGS,         /* uid's flags changed, at modseq */
+    FSM_EV_EXPUNGE,       /* uid was expunged, at modseq */
 };
 struct fsm_event {
     enum fsm_event_type type;

@@ -24,6 +24,7 @@
 #define KS_REQUEST   'Q' /* "Q" request id -> RequestRec */
 #define KS_REQRING   'q' /* "q" u64 seq -> request id */
 #define KS_QUEUE     'O' /* "O" u64 queue id -> QueueRec (outbound) */
+#define KS_EXPUNGED  'X' /* "X" u64 mailbox id, u32 uid -> ExpungedRec (tombstone) */
 
 #define KS_CTR_ACCOUNT     "account"
 #define KS_CTR_MAILBOX     "mailbox"
@@ -79,6 +80,12 @@ static inline void ks_queue(struct key *k, uint64_t id)
 {
     key_init(k, KS_QUEUE);
     key_u64(k, id);
+}
+static inline void ks_expunged(struct key *k, uint64_t mailbox, uint32_t uid)
+{
+    key_init(k, KS_EXPUNGED);
+    key_u64(k, mailbox);
+    key_u32(k, uid);
 }
 static inline void ks_bodyref(struct key *k, const uint8_t hash[32])
 {

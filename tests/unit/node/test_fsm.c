@@ -26,13 +26,13 @@ struct fx {
     struct db *db;
     struct fsm *fsm;
     uint64_t index;
-    int events[8];
+    int events[16];
 };
 
 static void on_event(void *ctx, const struct fsm_event *ev)
 {
     struct fx *f = ctx;
-    if (ev->type < 8)
+    if (ev->type < 16)
         f->events[ev->type]++;
 }
 
@@ -457,6 +457,148 @@ static void test_reopen_keeps_applied(void **state)
     assert_int_equal(count_accounts(f), 1);
 }
 
+/* ---- STORE, EXPUNGE, COPY, MOVE ---- */
+
+static Tern__Result *store(struct fx *f, uint64_t mbox, uint32_t *uids, size_t n, int mode,
+                           char **flags, size_t nf, uint64_t unchangedsince)
+{
+    Tern__StoreFlags op = TERN__STORE_FLAGS__INIT;
+    op.mailbox_id = mbox;
+    op.uids = uids;
+    op.n_uids = n;
+    op.mode = mode;
+    op.flags = flags;
+    op.n_flags = nf;
+    op.has_unchangedsince = unchangedsince != 0;
+    op.unchangedsince = unchangedsince;
+    Tern__Command c = TERN__COMMAND__INIT;
+    c.op_case = TERN__COMMAND__OP_STORE_FLAGS;
+    c.store_flags = &op;
+    return apply(f, &c);
+}
+
+static Tern__MailboxRec *mbox_named(struct fx *f, uint64_t acct, const char *name)
+{
+    Tern__MailboxRec *m = NULL;
+    assert_int_equal(model_mailbox_by_name(f->db, acct, name, &m), 1);
+    return m;
+}
+
+static void test_store_expunge_copy(void **state)
+{
+    struct fx *f = *state;
+    domain_add(f, "example.test");
+    uint64_t id = account_add(f, "hal@example.test", 0, NULL);
+    uint8_t h1[32], h2[32];
+    memset(h1, 1, 32);
+    memset(h2, 2, 32);
+    int st[2];
+    deliver(f, id, 100, h1, st); /* uids 1, 2 */
+    deliver(f, id, 200, h2, st); /* uids 3, 4 */
+    Tern__MailboxRec *in = mbox_named(f, id, "INBOX");
+    uint64_t inbox = in->id;
+    assert_int_equal(in->unseen, 4);
+    uint64_t ms0 = in->highestmodseq;
+    tern__mailbox_rec__free_unpacked(in, NULL);
+
+    char *seen[] = {"\\Seen"}, *both[] = {"\\Seen", "$Label1"};
+    uint32_t u12[] = {1, 2};
+    Tern__Result *r = store(f, inbox, u12, 2, FSM_STORE_ADD, both, 2, 0);
+    assert_int_equal(r->status, RESULT_OK);
+    assert_int_equal(r->n_changed, 2);
+    assert_int_equal(r->changed[0]->modseq, ms0 + 1); /* one modseq per command */
+    assert_int_equal(r->changed[1]->n_flags, 2);
+    tern__result__free_unpacked(r, NULL);
+    in = mbox_named(f, inbox ? id : 0, "INBOX");
+    assert_int_equal(in->unseen, 2);
+    assert_int_equal(in->highestmodseq, ms0 + 1);
+    tern__mailbox_rec__free_unpacked(in, NULL);
+
+    /* UNCHANGEDSINCE older than the message's modseq: refused for that uid only */
+    uint32_t u13[] = {1, 3};
+    r = store(f, inbox, u13, 2, FSM_STORE_REMOVE, seen, 1, ms0);
+    assert_int_equal(r->status, RESULT_OK);
+    assert_int_equal(r->n_failed, 1);
+    assert_int_equal(r->failed[0], 1);
+    tern__result__free_unpacked(r, NULL);
+    /* no change, no new modseq */
+    uint32_t u2[] = {2};
+    r = store(f, inbox, u2, 1, FSM_STORE_ADD, seen, 1, 0);
+    assert_int_equal(r->changed[0]->modseq, ms0 + 1);
+    tern__result__free_unpacked(r, NULL);
+    /* bad input: unsorted uids, bad flag */
+    uint32_t bad[] = {2, 1};
+    r = store(f, inbox, bad, 2, FSM_STORE_ADD, seen, 1, 0);
+    assert_int_equal(r->status, RESULT_INVALID);
+    tern__result__free_unpacked(r, NULL);
+    char *badflag[] = {"\\Se en"};
+    r = store(f, inbox, u2, 1, FSM_STORE_ADD, badflag, 1, 0);
+    assert_int_equal(r->status, RESULT_INVALID);
+    tern__result__free_unpacked(r, NULL);
+
+    /* COPY 1:2 to Archive, MOVE 3 to Trash */
+    Tern__MailboxRec *arch = mbox_named(f, id, "Archive"), *trash = mbox_named(f, id, "Trash");
+    Tern__CopyMessages cp = TERN__COPY_MESSAGES__INIT;
+    cp.from_mailbox = inbox;
+    cp.to_mailbox = arch->id;
+    cp.uids = u12;
+    cp.n_uids = 2;
+    Tern__Command c = TERN__COMMAND__INIT;
+    c.op_case = TERN__COMMAND__OP_COPY_MESSAGES;
+    c.copy_messages = &cp;
+    r = apply(f, &c);
+    assert_int_equal(r->status, RESULT_OK);
+    assert_int_equal(r->uidvalidity, arch->uidvalidity);
+    assert_int_equal(r->n_changed, 2);
+    assert_int_equal(r->changed[0]->new_uid, 1);
+    assert_int_equal(r->changed[1]->new_uid, 2);
+    tern__result__free_unpacked(r, NULL);
+    assert_int_equal(bodyref(f, h1), 4);
+    uint32_t u3[] = {3};
+    cp.to_mailbox = trash->id;
+    cp.uids = u3;
+    cp.n_uids = 1;
+    cp.has_move = cp.move = 1;
+    assert_int_equal(apply_status(f, &c), RESULT_OK);
+    assert_int_equal(bodyref(f, h2), 2);
+    tern__mailbox_rec__free_unpacked(arch, NULL);
+    tern__mailbox_rec__free_unpacked(trash, NULL);
+    in = mbox_named(f, id, "INBOX");
+    assert_int_equal(in->messages, 3);
+    tern__mailbox_rec__free_unpacked(in, NULL);
+    Tern__AccountRec *a = NULL;
+    model_account_get(f->db, id, &a);
+    assert_int_equal(a->used_messages, 6); /* 4 + 2 copies; a move changes nothing */
+    assert_int_equal(a->used_bytes, 100 * 4 + 200 * 2);
+    tern__account_rec__free_unpacked(a, NULL);
+
+    /* EXPUNGE 1, 4 (and 3, already moved away: ignored) */
+    uint32_t u134[] = {1, 3, 4};
+    Tern__Expunge ex = TERN__EXPUNGE__INIT;
+    ex.mailbox_id = inbox;
+    ex.uids = u134;
+    ex.n_uids = 3;
+    c.op_case = TERN__COMMAND__OP_EXPUNGE;
+    c.expunge = &ex;
+    r = apply(f, &c);
+    assert_int_equal(r->status, RESULT_OK);
+    assert_int_equal(r->n_changed, 2);
+    tern__result__free_unpacked(r, NULL);
+    in = mbox_named(f, id, "INBOX");
+    assert_int_equal(in->messages, 1);
+    assert_int_equal(in->unseen, 0); /* uid 2 is seen */
+    tern__mailbox_rec__free_unpacked(in, NULL);
+    struct key k;
+    ks_expunged(&k, inbox, 4);
+    char *v = NULL;
+    size_t vl;
+    assert_int_equal(db_get(f->db, DB_CF_META, k.buf, k.len, &v, &vl), 1); /* tombstone */
+    free(v);
+    assert_int_equal(bodyref(f, h1), 3);
+    assert_int_equal(bodyref(f, h2), 1);
+    assert_true(f->events[FSM_EV_EXPUNGE] >= 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +610,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deliver_quota_rename, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_applied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_expunge_copy, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
