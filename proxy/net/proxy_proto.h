@@ -19,11 +19,10 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
-#define PP_V1_MAX     107  /* spec 2.1: longest v1 line, "PROXY UNKNOWN" worst case, incl. CRLF */
+#define PP_V1_MAX     107  /* spec 2.1: longest v1 line ("UNKNOWN" worst case) with CRLF */
 #define PP_V2_HDR_LEN 16   /* spec 2.2: signature, ver_cmd, fam, len */
-#define PP_V2_TLV_MAX 2048 /* we refuse larger v2 payloads (addresses + TLVs); spec allows 65535   \
-                            */
-#define PP_HDR_MAX (PP_V2_HDR_LEN + PP_V2_TLV_MAX) /* longest header pp_parse() accepts */
+#define PP_V2_TLV_MAX 2048 /* our cap on v2 len (addresses + TLVs); the spec allows 65535 */
+#define PP_HDR_MAX    (PP_V2_HDR_LEN + PP_V2_TLV_MAX) /* longest header pp_parse() accepts */
 
 /* What a complete header said. */
 struct pp_info {
