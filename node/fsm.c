@@ -974,6 +974,8 @@ static void op_deliver(struct tx *t, const Tern__Deliver *op)
         rec.n_flags = tg->n_flags;
         rec.flags = tg->flags;
         rec.envelope = op->envelope;
+        rec.has_mime = op->has_mime;
+        rec.mime = op->mime;
         rec.rcpt_to = tg->rcpt_to;
         rec.has_notify = tg->has_notify;
         rec.notify = tg->notify;

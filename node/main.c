@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,7 @@ struct ternd {
     struct fsm *fsm;
     struct cons *cons;
     struct admin *admin;
-    struct net_server *net;
+    _Atomic(struct net_server *) net; /* read by the FSM event hook (consensus thread) */
     int lock_fd;
     char data_dir[PATH_MAX];
     char lock_path[PATH_MAX + 16];
@@ -124,8 +125,8 @@ static void shutdown_node(struct ternd *t)
     admin_stop(t->admin);
     t->admin = NULL;
     cons_stop(t->cons); /* in-flight proposals complete with ESHUTDOWN, via the loopqs */
-    net_stop(t->net);   /* closes every client connection and joins the workers */
-    t->net = NULL;
+    struct net_server *net = atomic_exchange(&t->net, NULL);
+    net_stop(net); /* closes every client connection and joins the workers */
     loopq_close(&t->q);
     uv_close((uv_handle_t *) &t->sigterm, on_handle_closed);
     uv_close((uv_handle_t *) &t->sigint, on_handle_closed);
@@ -179,7 +180,18 @@ static int start_frontends(struct ternd *t, char *err, size_t errlen)
                             .fsm = t->fsm,
                             .cfg = &t->cfg,
                             .hostname = config_str(&t->cfg, "node", "hostname")};
-    return net_start(&node, ls, n, t->data_dir, &t->net, err, errlen);
+    struct net_server *net = NULL;
+    if (net_start(&node, ls, n, t->data_dir, &net, err, errlen) != 0)
+        return -1;
+    atomic_store(&t->net, net);
+    return 0;
+}
+
+/* on_fsm_event(): every applied change reaches the frontends (IMAP IDLE and friends). */
+static void on_fsm_event(void *ctx, const struct fsm_event *ev)
+{
+    struct ternd *t = ctx;
+    net_publish(atomic_load(&t->net), ev);
 }
 
 /* load_config(): defaults, then --config, then --data and each --set in order. */
@@ -291,6 +303,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ternd: cannot read the state machine's applied index\n");
         goto out;
     }
+    fsm_set_event_cb(t.fsm, on_fsm_event, &t);
     log_info("ternd.start", "node=%" PRIu64 " data=%s applied=%" PRIu64, id, t.data_dir,
              fsm_applied_index(t.fsm));
 

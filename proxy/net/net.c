@@ -37,6 +37,7 @@
 
 #define SCRATCH_SIZE   (64 * 1024)
 #define TRUSTED_MAX    32
+#define WATCH_BUCKETS  1024 /* per worker: selected mailbox id -> connections */
 #define IPTABLE_SIZE   4096 /* open addressing; per-address counts */
 
 struct cidr {
@@ -60,6 +61,7 @@ struct net_worker {
     uv_tcp_t *listeners;
     size_t nlisteners;
     struct net_conn *conns;
+    struct net_conn *watch[WATCH_BUCKETS];
     char scratch[SCRATCH_SIZE];
     /* start handshake with net_start */
     int start_rv;
@@ -112,6 +114,8 @@ struct net_conn {
     uint8_t *obuf; /* plaintext output collected during a callback */
     size_t olen, ocap;
     unsigned timeout_ms;
+    uint64_t watch_key;
+    struct net_conn *wnext, *wprev; /* in w->watch[watch_key % WATCH_BUCKETS] */
     struct net_conn *next, *prev;
 };
 
@@ -576,6 +580,69 @@ void net_conn_ref(struct net_conn *c)
     c->refs++;
 }
 
+/* ---- change events ---- */
+
+void net_conn_watch(struct net_conn *c, uint64_t key)
+{
+    struct net_worker *w = c->w;
+    if (c->watch_key) {
+        if (c->wprev)
+            c->wprev->wnext = c->wnext;
+        else
+            w->watch[c->watch_key % WATCH_BUCKETS] = c->wnext;
+        if (c->wnext)
+            c->wnext->wprev = c->wprev;
+        c->wnext = c->wprev = NULL;
+    }
+    c->watch_key = key;
+    if (key) {
+        struct net_conn **head = &w->watch[key % WATCH_BUCKETS];
+        c->wnext = *head;
+        if (*head)
+            (*head)->wprev = c;
+        *head = c;
+    }
+}
+
+struct event_post {
+    struct net_worker *w;
+    struct fsm_event ev;
+};
+
+static void on_event(void *arg)
+{
+    struct event_post *p = arg;
+    struct net_worker *w = p->w;
+    /* N is taken before the callback: a session may stop watching (or close) itself */
+    for (struct net_conn *c = w->watch[p->ev.mailbox_id % WATCH_BUCKETS], *n; c; c = n) {
+        n = c->wnext;
+        if (c->watch_key != p->ev.mailbox_id || c->phase != PH_OPEN || !c->l->proto->event)
+            continue;
+        c->refs++;
+        c->l->proto->event(c->session, c, &p->ev);
+        if (!c->held)
+            net_conn_flush(c);
+        net_conn_unref(c);
+    }
+    free(p);
+}
+
+void net_publish(struct net_server *s, const struct fsm_event *ev)
+{
+    if (s == NULL || ev->mailbox_id == 0)
+        return;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        struct event_post *p = malloc(sizeof *p);
+        if (p == NULL)
+            return; /* a lost notification: the session resyncs on its next command */
+        p->w = &s->workers[i];
+        p->ev = *ev;
+        p->ev.hash = NULL;
+        if (loopq_post(&s->workers[i].q, on_event, p) != 0)
+            free(p);
+    }
+}
+
 static void conn_free(struct net_conn *c)
 {
     if (c->session && c->l->proto->close)
@@ -844,6 +911,7 @@ static void on_handle_closed(uv_handle_t *h)
     struct net_conn *c = h->data;
     if (--c->handles == 0) {
         struct net_worker *w = c->w;
+        net_conn_watch(c, 0);
         if (c->prev)
             c->prev->next = c->next;
         else

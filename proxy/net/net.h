@@ -63,6 +63,9 @@ struct net_proto {
     void (*tls_ready)(void *session, struct net_conn *c);
     void (*timeout)(void *session, struct net_conn *c);
     void (*close)(void *session);
+    /* event   a change was applied to the mailbox this connection watches
+     *         (net_conn_watch): new message, flags, expunge. Optional. */
+    void (*event)(void *session, struct net_conn *c, const struct fsm_event *ev);
 };
 
 /* What a listener serves. ROLE is protocol-specific ("mx", "submission", ...). */
@@ -151,6 +154,15 @@ void net_conn_timeout(struct net_conn *c, unsigned ms);
 
 /* net_conn_close(): flushes output, then closes. Safe to call twice. */
 void net_conn_close(struct net_conn *c);
+
+/*
+ * Change events. net_publish() (any thread; ternd calls it from the FSM's event hook on
+ * the consensus thread) copies EV to every worker; each worker calls proto->event() of
+ * the connections that watch EV->mailbox_id. A connection watches one key at a time
+ * (IMAP: the selected mailbox); 0 stops watching.
+ */
+void net_publish(struct net_server *s, const struct fsm_event *ev);
+void net_conn_watch(struct net_conn *c, uint64_t key);
 
 /* net_conn_log(): a log line with "sid=... peer=..." in front of FMT's pairs. */
 void net_conn_log(struct net_conn *c, int level, const char *event, const char *fmt, ...)
