@@ -468,8 +468,15 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
         error(s);
         return;
     }
+    if (rv == SMTP_ERR_UTF8) {
+        reply(s, "553 5.6.7 %s", why ? why : "Non-ASCII address needs SMTPUTF8");
+        memset(&s->mail, 0, sizeof s->mail);
+        return;
+    }
     if (rv != 0) {
-        reply(s, "501 5.1.7 %s", why ? why : "Bad sender address syntax");
+        reply(s, rv == SMTP_ERR_ADDR ? "501 5.1.7 %s" : "501 5.5.4 %s",
+              why ? why : "Syntax: MAIL FROM:<address>");
+        memset(&s->mail, 0, sizeof s->mail);
         error(s);
         return;
     }
@@ -582,7 +589,8 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
         return;
     }
     if (rv != 0) {
-        reply(s, "501 5.1.3 %s", why ? why : "Bad recipient address syntax");
+        reply(s, rv == SMTP_ERR_ADDR ? "501 5.1.3 %s" : "501 5.5.4 %s",
+              why ? why : "Syntax: RCPT TO:<address>");
         error(s);
         return;
     }
@@ -851,7 +859,13 @@ static void finish_message(struct session *s, bool bare_newline, bool bdat)
     net_conn_timeout(s->c, s->cmd_timeout);
     if (bare_newline) {
         slog(s, LOG_WARN, "smtp.bare_newline", "action=reject");
-        reply(s, "550 5.6.11 Message contains bare CR or LF characters (SMTP smuggling defence)");
+        /* as Postfix's smtpd_forbid_bare_newline = reject */
+        reply(s, "550 5.5.2 Message contains bare CR or LF (SMTP smuggling defence)");
+        reset_tx(s);
+        return;
+    }
+    if (s->body != NULL && !body_writer_too_big(s->body) && !bdat && s->data.sink_failed) {
+        reply(s, "451 4.3.0 Temporary failure, try again later"); /* out of memory */
         reset_tx(s);
         return;
     }

@@ -22,16 +22,6 @@ enum {
     S_CR,     /* inside a line, just after a CR that was delivered */
 };
 
-/* deliver(): hands LEN octets to the sink unless it has failed before. */
-static void deliver(struct smtp_data *d, const uint8_t *p, size_t len, smtp_data_sink *sink,
-                    void *ctx)
-{
-    if (len == 0 || d->sink_failed)
-        return;
-    if (sink(ctx, p, len) != 0)
-        d->sink_failed = true;
-}
-
 /* any_8bit(): an octet >= 0x80 in P[0..N), eight octets at a time. */
 static bool any_8bit(const uint8_t *p, size_t n)
 {
@@ -49,18 +39,24 @@ static bool any_8bit(const uint8_t *p, size_t n)
     return false;
 }
 
-/* account(): P[0..N) is content of the current line. */
-static void account(struct smtp_data *d, const uint8_t *p, size_t n)
+/* deliver(): P[0..LEN) is content: counted, scanned for NUL and 8-bit octets (until one is
+ * seen), and handed to the sink unless it has failed before. Called once per run of
+ * content, not per line. */
+static void deliver(struct smtp_data *d, const uint8_t *p, size_t len, smtp_data_sink *sink,
+                    void *ctx)
 {
-    d->size += n;
-    d->line_len += n;
-    if (!d->nul && memchr(p, '\0', n) != NULL)
+    if (len == 0)
+        return;
+    d->size += len;
+    if (!d->nul && memchr(p, '\0', len) != NULL)
         d->nul = true;
-    if (!d->eightbit && any_8bit(p, n))
+    if (!d->eightbit && any_8bit(p, len))
         d->eightbit = true;
+    if (!d->sink_failed && sink(ctx, p, len) != 0)
+        d->sink_failed = true;
 }
 
-/* end_line(): the CRLF just accounted ends a line. */
+/* end_line(): the CRLF just counted in line_len ends a line. */
 static void end_line(struct smtp_data *d)
 {
     uint64_t len = d->line_len - 2; /* without CRLF; line_len >= 2 here */
@@ -121,14 +117,15 @@ int smtp_data_feed(struct smtp_data *d, const uint8_t *in, size_t n, size_t *con
             /* CRLF "." CR not followed by LF: the dot goes, the CR is a bare CR (content).
              * run == p here: nothing is pending before it. */
             deliver(d, cr_octet, 1, sink, ctx);
-            account(d, cr_octet, 1);
+            d->line_len++;
             d->bare_cr = true;
             d->state = S_TEXT;
             break;
 
         case S_CR:
             if (*p == '\n') {
-                account(d, p++, 1);
+                d->line_len++;
+                p++;
                 end_line(d);
                 d->state = S_BOL;
             } else {
@@ -147,16 +144,16 @@ int smtp_data_feed(struct smtp_data *d, const uint8_t *in, size_t n, size_t *con
             lim = lf != NULL ? lf : end;
             cr = memchr(p, '\r', (size_t) (lim - p));
             if (cr != NULL && cr + 1 < lim) { /* CR followed by something but LF */
-                account(d, p, (size_t) (cr + 1 - p));
+                d->line_len += (size_t) (cr + 1 - p);
                 d->bare_cr = true;
                 p = cr + 1;
             } else if (lf == NULL) { /* no LF in this input; perhaps a CR as its last octet */
-                account(d, p, (size_t) (end - p));
+                d->line_len += (size_t) (end - p);
                 if (cr != NULL)
                     d->state = S_CR;
                 p = end;
             } else { /* a LF: the end of the line if a CR precedes it, else a bare LF */
-                account(d, p, (size_t) (lf + 1 - p));
+                d->line_len += (size_t) (lf + 1 - p);
                 p = lf + 1;
                 if (cr != NULL) {
                     end_line(d);

@@ -130,20 +130,20 @@ static const struct verb_def {
     const char *name;
     enum arg_rule arg;
 } verb_table[SMTP_V_UNKNOWN] = {
-    [SMTP_V_HELO] = {"HELO", ARG_REQUIRED},         /* RFC 5321 4.1.1.1: SP Domain */
-    [SMTP_V_EHLO] = {"EHLO", ARG_REQUIRED},         /* SP ( Domain / address-literal ) */
-    [SMTP_V_MAIL] = {"MAIL", ARG_REQUIRED},         /* 4.1.1.2: FROM:Reverse-path */
-    [SMTP_V_RCPT] = {"RCPT", ARG_REQUIRED},         /* 4.1.1.3: TO:Forward-path */
-    [SMTP_V_DATA] = {"DATA", ARG_NONE},             /* 4.1.1.4 */
-    [SMTP_V_BDAT] = {"BDAT", ARG_REQUIRED},         /* RFC 3030 2: chunk-size [LAST] */
-    [SMTP_V_RSET] = {"RSET", ARG_NONE},             /* 4.1.1.5 */
-    [SMTP_V_NOOP] = {"NOOP", ARG_OPTIONAL},         /* 4.1.1.9: [ SP String ] */
-    [SMTP_V_QUIT] = {"QUIT", ARG_NONE},             /* 4.1.1.10 */
-    [SMTP_V_VRFY] = {"VRFY", ARG_REQUIRED},         /* 4.1.1.6: SP String */
-    [SMTP_V_EXPN] = {"EXPN", ARG_REQUIRED},         /* 4.1.1.7: SP String */
-    [SMTP_V_HELP] = {"HELP", ARG_OPTIONAL},         /* 4.1.1.8: [ SP String ] */
-    [SMTP_V_STARTTLS] = {"STARTTLS", ARG_NONE},     /* RFC 3207 4: no parameters */
-    [SMTP_V_AUTH] = {"AUTH", ARG_REQUIRED},         /* RFC 4954 4: mechanism [response] */
+    [SMTP_V_HELO] = {"HELO", ARG_REQUIRED},     /* RFC 5321 4.1.1.1: SP Domain */
+    [SMTP_V_EHLO] = {"EHLO", ARG_REQUIRED},     /* SP ( Domain / address-literal ) */
+    [SMTP_V_MAIL] = {"MAIL", ARG_REQUIRED},     /* 4.1.1.2: FROM:Reverse-path */
+    [SMTP_V_RCPT] = {"RCPT", ARG_REQUIRED},     /* 4.1.1.3: TO:Forward-path */
+    [SMTP_V_DATA] = {"DATA", ARG_NONE},         /* 4.1.1.4 */
+    [SMTP_V_BDAT] = {"BDAT", ARG_REQUIRED},     /* RFC 3030 2: chunk-size [LAST] */
+    [SMTP_V_RSET] = {"RSET", ARG_NONE},         /* 4.1.1.5 */
+    [SMTP_V_NOOP] = {"NOOP", ARG_OPTIONAL},     /* 4.1.1.9: [ SP String ] */
+    [SMTP_V_QUIT] = {"QUIT", ARG_NONE},         /* 4.1.1.10 */
+    [SMTP_V_VRFY] = {"VRFY", ARG_REQUIRED},     /* 4.1.1.6: SP String */
+    [SMTP_V_EXPN] = {"EXPN", ARG_REQUIRED},     /* 4.1.1.7: SP String */
+    [SMTP_V_HELP] = {"HELP", ARG_OPTIONAL},     /* 4.1.1.8: [ SP String ] */
+    [SMTP_V_STARTTLS] = {"STARTTLS", ARG_NONE}, /* RFC 3207 4: no parameters */
+    [SMTP_V_AUTH] = {"AUTH", ARG_REQUIRED},     /* RFC 4954 4: mechanism [response] */
 };
 
 const char *smtp_verb_name(enum smtp_verb verb)
@@ -162,10 +162,11 @@ int smtp_parse_command(const char *line, size_t len, struct smtp_cmd *out)
     enum smtp_verb v;
 
     out->verb = SMTP_V_UNKNOWN;
-    out->arg = line + len;
+    out->arg = line;
     out->arglen = 0;
     if (len > SMTP_CMD_LINE_MAX - 2)
         return SMTP_ERR_TOOLONG;
+    out->arg = line + len;
     /* A NUL would cut C strings built from the line; a CR or LF inside a line means the
      * session split lines differently from a downstream server (command smuggling). */
     for (i = 0; i < len; i++)
@@ -717,7 +718,7 @@ int smtp_parse_mail(const char *arg, size_t len, struct smtp_mail *out, const ch
 {
     enum path_kind kind;
     struct param pp;
-    const char *p, *end = arg + len;
+    const char *p, *end;
     size_t used = 0;
     int rc;
 
@@ -731,6 +732,7 @@ int smtp_parse_mail(const char *arg, size_t len, struct smtp_mail *out, const ch
         *why = "NUL in command";
         return SMTP_ERR_SYNTAX;
     }
+    end = arg + len;
     /* UTF-8 is allowed in the path here and refused below without SMTPUTF8, which may be
      * given after the path. */
     rc = path(arg, len, true, &out->addr, &kind, &out->utf8, &used, why);
@@ -754,7 +756,7 @@ int smtp_parse_mail(const char *arg, size_t len, struct smtp_mail *out, const ch
     }
     if (rc < 0)
         goto err;
-    if (out->utf8 && !(out->params & SMTP_P_SMTPUTF8)) {
+    if (!(out->params & SMTP_P_SMTPUTF8) && has_8bit(arg, used)) { /* mailbox or route */
         *why = "non-ASCII address requires SMTPUTF8";
         rc = SMTP_ERR_UTF8;
         goto err;
@@ -771,7 +773,7 @@ int smtp_parse_rcpt(const char *arg, size_t len, bool smtputf8, struct smtp_rcpt
 {
     enum path_kind kind;
     struct param pp;
-    const char *p, *end = arg + len;
+    const char *p, *end;
     size_t used = 0;
     int rc;
 
@@ -785,6 +787,7 @@ int smtp_parse_rcpt(const char *arg, size_t len, bool smtputf8, struct smtp_rcpt
         *why = "NUL in command";
         return SMTP_ERR_SYNTAX;
     }
+    end = arg + len;
     rc = path(arg, len, smtputf8, &out->addr, &kind, &out->utf8, &used, why);
     if (rc == 0 && kind == PATH_NULL) {
         *why = "null recipient";
@@ -982,7 +985,8 @@ int smtp_base64_decode(const char *in, size_t n, uint8_t *out, size_t outmax, si
     size_t i, o = 0, k;
     int v[4];
 
-    *outlen = 0;
+    if (outlen != NULL)
+        *outlen = 0;
     if (n % 4 != 0)
         return -1;
     for (i = 0; i < n; i += 4) {
@@ -1010,7 +1014,8 @@ int smtp_base64_decode(const char *in, size_t n, uint8_t *out, size_t outmax, si
         if (k > 2)
             out[o++] = (uint8_t) ((v[2] & 0x03) << 6 | v[3]);
     }
-    *outlen = o;
+    if (outlen != NULL)
+        *outlen = o;
     return 0;
 }
 

@@ -23,17 +23,17 @@
 /* RFC 5321 4.5.3.1.4 caps a command line at 512 octets incl. CRLF, but "SMTP extensions may
  * be used to increase this limit": SIZE= (RFC 1870), RET= and ENVID= (up to 100, RFC 3461),
  * AUTH= (up to 500, RFC 4954 5) and ORCPT= (up to 500, RFC 3461 4.2). A MAIL with a 256-octet
- * path and every parameter at its cap is about 930 octets; 2048 leaves headroom for clients
+ * path and every parameter at its cap is about 940 octets; 2048 leaves headroom for clients
  * that add more and is Postfix's line_length_limit default. The session refuses longer lines
  * before parsing (and keeps reading to the CRLF); smtp_parse_command() refuses them too. */
-#define SMTP_CMD_LINE_MAX 2048 /* incl. CRLF */
-#define SMTP_PATH_MAX     256  /* RFC 5321 4.5.3.1.3: "<...>" incl. route and punctuation */
-#define SMTP_PARAMS_MAX   16   /* ESMTP parameters per MAIL/RCPT: we know 8; more is abuse */
-#define SMTP_ENVID_MAX    100  /* RFC 3461 4.4: ENVID value, as received (xtext) */
-#define SMTP_ORCPT_MAX    500  /* RFC 3461 4.2: ORCPT value, as received (type;xtext) */
-#define SMTP_AUTHPARAM_MAX 500 /* RFC 4954 5: MAIL AUTH= value (decoded is never longer) */
-#define SMTP_SASL_MECH_MAX 20  /* RFC 4422 3.1: sasl-mech = 1*20mech-char */
-#define SMTP_PLAIN_ID_MAX  255 /* RFC 4616 2: authzid and authcid ("up to 255 octets") */
+#define SMTP_CMD_LINE_MAX     2048 /* incl. CRLF */
+#define SMTP_PATH_MAX         256  /* RFC 5321 4.5.3.1.3: "<...>" incl. route and punctuation */
+#define SMTP_PARAMS_MAX       16   /* ESMTP parameters per MAIL/RCPT: we know 8; more is abuse */
+#define SMTP_ENVID_MAX        100  /* RFC 3461 4.4: ENVID value, as received (xtext) */
+#define SMTP_ORCPT_MAX        500  /* RFC 3461 4.2: ORCPT value, as received (type;xtext) */
+#define SMTP_AUTHPARAM_MAX    500  /* RFC 4954 5: MAIL AUTH= value (decoded is never longer) */
+#define SMTP_SASL_MECH_MAX    20   /* RFC 4422 3.1: sasl-mech = 1*20mech-char */
+#define SMTP_PLAIN_ID_MAX     255  /* RFC 4616 2: authzid and authcid ("up to 255 octets") */
 #define SMTP_PLAIN_PASSWD_MAX 1024 /* RFC 4616 asks for >= 255; long passphrases exist */
 /* The path buffer: a mailbox inside a 256-octet path fits struct addr. */
 #if SMTP_PATH_MAX - 2 > ADDR_MAX
@@ -42,13 +42,13 @@
 
 /* Return codes. Each names the reply the session should give (RFC 5321 4.2, RFC 3463). */
 enum smtp_err {
-    SMTP_ERR_SYNTAX = -1,   /* 500 5.5.2 (command) or 501 5.5.4 (arguments) */
-    SMTP_ERR_TOOLONG = -2,  /* 500 5.5.2 line too long (RFC 5321 4.5.3.1.9) */
-    SMTP_ERR_ADDR = -3,     /* 501 5.1.7 bad sender / 501 5.1.3 bad recipient address syntax
-                               (also "501 Path too long", RFC 5321 4.5.3.1.9) */
-    SMTP_ERR_PARAM = -4,    /* 555 5.5.4 parameter not recognized or not implemented
-                               (RFC 5321 4.1.1.11) */
-    SMTP_ERR_UTF8 = -5,     /* 553 5.6.7 non-ASCII address without SMTPUTF8 (RFC 6531) */
+    SMTP_ERR_SYNTAX = -1,  /* 500 5.5.2 (command) or 501 5.5.4 (arguments) */
+    SMTP_ERR_TOOLONG = -2, /* 500 5.5.2 line too long (RFC 5321 4.5.3.1.9) */
+    SMTP_ERR_ADDR = -3,    /* 501 5.1.7 bad sender / 501 5.1.3 bad recipient address syntax
+                              (also "501 Path too long", RFC 5321 4.5.3.1.9) */
+    SMTP_ERR_PARAM = -4,   /* 555 5.5.4 parameter not recognized or not implemented
+                              (RFC 5321 4.1.1.11) */
+    SMTP_ERR_UTF8 = -5,    /* 553 5.6.7 non-ASCII address without SMTPUTF8 (RFC 6531) */
 };
 
 /* ---- Command lines ---------------------------------------------------------------------- */
@@ -73,7 +73,8 @@ enum smtp_verb {
 
 struct smtp_cmd {
     enum smtp_verb verb;
-    const char *arg; /* into LINE, not NUL-terminated; never NULL (LINE + LEN when empty) */
+    const char *arg; /* into LINE, not NUL-terminated; never NULL (LINE + LEN when empty,
+                        LINE after SMTP_ERR_TOOLONG) */
     size_t arglen;   /* trailing SP/HTAB already removed */
 };
 
@@ -119,8 +120,8 @@ struct smtp_mail {
     uint64_t size;    /* SIZE=, 0 when absent; UINT64_MAX when it does not fit (552 later) */
     enum smtp_body body;
     enum smtp_ret ret;
-    char envid[SMTP_ENVID_MAX + 1];   /* ENVID= raw xtext as received (decode for a DSN
-                                         with smtp_xtext_decode(), relay it as is) */
+    char envid[SMTP_ENVID_MAX + 1];    /* ENVID= raw xtext as received (decode for a DSN
+                                          with smtp_xtext_decode(), relay it as is) */
     char auth[SMTP_AUTHPARAM_MAX + 1]; /* AUTH= decoded mailbox, or "<>" (RFC 4954 5) */
 };
 
@@ -131,7 +132,8 @@ struct smtp_mail {
  * validated with addr_parse() (node/address.h): dot-atom local part, no quoted local parts,
  * no address literals, lengths in octets. With the SMTPUTF8 parameter the local part and
  * the domain may also hold UTF-8 (RFC 6531 3.3): valid RFC 3629 sequences only, no C1
- * controls; the same structure and octet limits then apply with each non-ASCII octet
+ * controls (without SMTPUTF8, any non-ASCII octet in the path is SMTP_ERR_UTF8); the same
+ * structure and octet limits then apply with each non-ASCII octet
  * standing for a letter (so a U-label is held to 63 octets, stricter than IDNA, which
  * is not checked or converted here); only ASCII letters are lowercased.
  * Parameters: keyword[=value], keywords case-insensitive, each at most once, at most
@@ -139,8 +141,9 @@ struct smtp_mail {
  * RET=FULL|HDRS; ENVID=xtext (<= SMTP_ENVID_MAX, decoding to printable ASCII, SP, HTAB);
  * AUTH=xtext of a mailbox or "<>" (<= SMTP_AUTHPARAM_MAX; kept decoded, not validated as
  * an address: RFC 4954 lets the server ignore it). Values are case-insensitive.
- * Returns 0 or a negative enum smtp_err and sets *WHY to a static English reason.
- * OUT is fully written (zeroed first) either way. */
+ * Returns 0 or a negative enum smtp_err and sets *WHY to a static English reason for the
+ * log or the reply text ("" on success). OUT is fully written either way: all zero after
+ * an error. */
 int smtp_parse_mail(const char *arg, size_t len, struct smtp_mail *out, const char **why);
 
 #define SMTP_NOTIFY_NEVER   (1u << 0)
@@ -179,9 +182,9 @@ int smtp_parse_bdat(const char *arg, size_t len, uint64_t *size, bool *last);
 
 struct smtp_auth {
     char mech[SMTP_SASL_MECH_MAX + 1]; /* upper case, e.g. "PLAIN" */
-    bool has_ir;    /* an initial response was given (RFC 4954 4) */
-    const char *ir; /* into ARG, not NUL-terminated: base64, undecoded */
-    size_t irlen;   /* 0 for "=" (an empty initial response) */
+    bool has_ir;                       /* an initial response was given (RFC 4954 4) */
+    const char *ir;                    /* into ARG, not NUL-terminated: base64, undecoded */
+    size_t irlen;                      /* 0 for "=" (an empty initial response) */
 };
 
 /* smtp_parse_auth() parses "mechanism [SP initial-response]" (RFC 4954 4). The mechanism
@@ -198,7 +201,8 @@ int smtp_parse_auth(const char *arg, size_t len, struct smtp_auth *out);
  * fit in OUTSIZE (including the NUL). Returns 0 or -1. */
 int smtp_xtext_decode(const char *in, size_t n, char *out, size_t outsize, size_t *outlen);
 /* smtp_xtext_encode() encodes N octets as xtext into OUT (NUL-terminated); the result is
- * at most 3 * N octets. Returns 0, or -1 if it does not fit in OUTSIZE. */
+ * at most 3 * N octets. Returns 0, or -1 if it does not fit in OUTSIZE. For both xtext
+ * functions OUTLEN may be NULL. */
 int smtp_xtext_encode(const uint8_t *in, size_t n, char *out, size_t outsize, size_t *outlen);
 
 #define SMTP_BASE64_ENCODED_LEN(n) ((((n) + 2) / 3) * 4) /* without the NUL */
@@ -207,7 +211,8 @@ int smtp_xtext_encode(const uint8_t *in, size_t n, char *out, size_t outsize, si
 /* smtp_base64_decode() decodes strict RFC 4648 4 base64: the standard alphabet only, no
  * white space, length a multiple of 4, "=" padding only at the end, and zero pad bits
  * (RFC 4648 3.5), so that every input has one encoding. N == 0 decodes to nothing.
- * Writes at most OUTMAX octets (SMTP_BASE64_DECODED_MAX(n) is enough). Returns 0 or -1. */
+ * Writes at most OUTMAX octets (SMTP_BASE64_DECODED_MAX(n) is enough). Returns 0, or -1
+ * for bad input or too small an OUT. For both base64 functions OUTLEN may be NULL. */
 int smtp_base64_decode(const char *in, size_t n, uint8_t *out, size_t outmax, size_t *outlen);
 /* smtp_base64_encode() writes the padded base64 of N octets and a NUL into OUT. OUTSIZE
  * must be at least SMTP_BASE64_ENCODED_LEN(n) + 1. Returns 0, or -1 if it is smaller. */
