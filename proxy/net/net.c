@@ -1085,6 +1085,38 @@ static int bind_listener(struct net_worker *w, uv_tcp_t *h, const struct net_lis
     return 0;
 }
 
+/*
+ * probe_port(): SO_REUSEPORT lets our workers share a port, but it would also let a second
+ * ternd (same user) bind the same port silently and take half the connections. A plain
+ * bind first proves that nobody else listens there.
+ */
+static int probe_port(const struct net_listen *l, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    int family = AF_INET;
+    socklen_t sl = sizeof(struct sockaddr_in);
+    if (uv_ip4_addr(l->host, l->port, (struct sockaddr_in *) &ss) != 0) {
+        if (uv_ip6_addr(l->host, l->port, (struct sockaddr_in6 *) &ss) != 0) {
+            snprintf(err, errlen, "listen.%s: '%s' is not an IP address", l->name, l->host);
+            return -1;
+        }
+        family = AF_INET6;
+        sl = sizeof(struct sockaddr_in6);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *) &ss, sl) != 0) {
+        snprintf(err, errlen, "listen.%s %s:%u: %s", l->name, l->host, l->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 static void on_closed_quiet(uv_handle_t *h)
 {
     (void) h;
@@ -1172,6 +1204,9 @@ int net_start(const struct net_node *node, const struct net_listen *listens, siz
     if (s->ssl == NULL)
         goto fail;
 
+    for (size_t i = 0; i < n; i++)
+        if (probe_port(&s->listens[i], err, errlen) != 0)
+            goto fail;
     size_t nw = config_uint(node->cfg, "net", "workers");
     if (nw == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -88,6 +88,7 @@ struct session {
     struct body_writer *body;
     struct smtp_data data;
     uint64_t bdat_left;
+    uint64_t bdat_total; /* octets of this message's chunks so far (without trace) */
     bool bdat_last;
     bool bdat_bad; /* a BDAT transaction that will be refused at LAST */
     const char *bdat_why;
@@ -219,6 +220,10 @@ static void cmd_starttls(struct session *s)
     reset_tx(s);
     s->state = S_FRESH;
     s->helo[0] = 0;
+    s->authed = false; /* an AUTH done in plaintext does not survive the upgrade */
+    s->user[0] = 0;
+    s->user_id = 0;
+    s->auth = A_NONE;
     if (net_conn_starttls(s->c) != 0) {
         slog(s, LOG_ERROR, "smtp.starttls_failed", "reason=tls_setup");
         net_conn_close(s->c);
@@ -503,6 +508,8 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
         memset(&s->mail, 0, sizeof s->mail);
         return;
     }
+    s->bdat_bad = false; /* a refused BDAT before this MAIL is not this transaction's */
+    s->bdat_why = NULL;
     s->state = S_MAIL;
     reply(s, "250 2.1.0 Ok");
 }
@@ -892,6 +899,11 @@ static void finish_message(struct session *s, bool bare_newline, bool bdat)
 
 static void cmd_data(struct session *s)
 {
+    if (s->body != NULL || s->bdat_bad) { /* RFC 3030 2: no DATA inside a BDAT transfer */
+        reply(s, "503 5.5.1 DATA not allowed after BDAT");
+        error(s);
+        return;
+    }
     if (!in_tx(s)) {
         reply(s, "503 5.5.1 Need MAIL command");
         error(s);
@@ -924,6 +936,9 @@ static void cmd_bdat(struct session *s, const struct smtp_cmd *cmd)
         return;
     }
     s->bdat_left = size;
+    if (s->body == NULL && !s->bdat_bad)
+        s->bdat_total = 0;
+    s->bdat_total += size;
     s->bdat_last = last;
     s->bdat_return = s->state;
     if (s->body == NULL && !s->bdat_bad) { /* the first chunk of a message */
@@ -969,7 +984,7 @@ static void bdat_input(struct session *s)
     if (body_writer_too_big(s->body))
         reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
     else
-        reply(s, "250 2.0.0 %zu octets received", body_writer_size(s->body));
+        reply(s, "250 2.0.0 %" PRIu64 " octets received", s->bdat_total);
 }
 
 static void data_input(struct session *s)
@@ -1076,6 +1091,14 @@ static void cmd_dispatch(struct session *s, const char *line, size_t n)
     }
 }
 
+/* cancel_auth(): an unusable SASL answer ends the exchange; the next line is a command */
+static void cancel_auth(struct session *s)
+{
+    if (s->state == S_AUTH)
+        s->state = S_READY;
+    s->auth = A_NONE;
+}
+
 /* ---- net_proto ---- */
 
 static void session_input(void *arg, struct net_conn *c)
@@ -1103,6 +1126,7 @@ static void session_input(void *arg, struct net_conn *c)
                 net_conn_consume(c, len);
                 if (!s->skipping) {
                     s->skipping = true;
+                    cancel_auth(s);
                     reply(s, "500 5.5.2 Line too long");
                     if (error(s))
                         return;
@@ -1122,6 +1146,7 @@ static void session_input(void *arg, struct net_conn *c)
         char line[SMTP_CMD_LINE_MAX + 1];
         if (linelen >= SMTP_CMD_LINE_MAX) {
             net_conn_consume(c, eat);
+            cancel_auth(s);
             reply(s, "500 5.5.2 Line too long");
             if (error(s))
                 return;

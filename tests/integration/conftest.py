@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("TERN_BUILD_DIR", REPO / "build"))
-TERND = Path(os.environ.get("TERND_BIN", BUILD / "node" / "ternd"))
+TERND = Path(os.environ.get("TERND_BIN", BUILD / "proxy" / "ternd"))
 TERNCTL = Path(os.environ.get("TERNCTL_BIN", BUILD / "ops" / "ternctl"))
 CONFIG_KEYS = REPO / "node" / "config_keys.def"
 
@@ -114,6 +114,7 @@ class CtlResult:
     def __init__(self, argv, proc):
         self.argv = argv
         self.rc = proc.returncode
+        self.raw = proc.stdout  # the bytes as written (message show is not text)
         self.out = proc.stdout.decode("utf-8", "replace")
         self.err = proc.stderr.decode("utf-8", "replace")
         self.lines = [l for l in self.out.split("\n") if l]
@@ -487,3 +488,225 @@ def mailbox_names(t, user):
 def user_addresses(t, domain=None):
     r = t.ctl("user", "list", *([domain] if domain else [])).ok()
     return {rec["address"] for rec in r.records if "address" in rec}
+
+
+# ---------------------------------------------------------------------------------------
+# SMTP: a ternd with the SMTP listeners, a raw client, and what the store holds
+
+SMTP_LISTENERS = ("smtp", "submission", "smtps")
+SMTP_TIMEOUT = 5.0  # every socket operation of RawSMTP
+
+
+def smtp_port_sets():
+    """(--set arguments, {listener: port}): fresh loopback ports for raft.address, every
+    other ADDR key but listen.*, and the three SMTP listeners; every other listener off."""
+    args, ports = [], {}
+    for key in addr_keys():
+        sec, _, name = key.partition(".")
+        if sec != "listen":
+            args += ["--set", f"{key}=127.0.0.1:{free_port()}"]
+        elif name in SMTP_LISTENERS:
+            ports[name] = free_port()
+            args += ["--set", f"{key}=127.0.0.1:{ports[name]}"]
+        else:
+            args += ["--set", f"{key}="]
+    return args, ports
+
+
+def smtp_node(cluster, sets=(), **kw):
+    """An unstarted Ternd of CLUSTER with the SMTP listeners; t.smtp_ports maps
+    smtp/submission/smtps to their ports (kept across restarts)."""
+    args, ports = smtp_port_sets()
+    t = cluster.node(ports=args, sets=list(sets), **kw)
+    t.smtp_ports = ports
+    return t
+
+
+def tls_client_context():
+    """TLS for tests: ternd's certificate is self-signed, so no verification."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class SmtpClosed(Exception):
+    """The server closed the connection (EOF or reset) where a reply was expected."""
+
+
+class RawSMTP:
+    """An SMTP client that sends exactly the bytes it is given. Every read is bounded by
+    TIMEOUT; replies are (code, [text lines]) with the code an int."""
+
+    def __init__(self, port, host="127.0.0.1", tls=False, timeout=SMTP_TIMEOUT, greet=True,
+                 prefix=b""):
+        self.timeout = timeout
+        self.s = socket.create_connection((host, port), timeout=timeout)
+        self.s.settimeout(timeout)
+        if prefix:  # a PROXY header, before anything else
+            self.s.sendall(prefix)
+        if tls:
+            self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
+            self.s.settimeout(timeout)
+        self.buf = b""
+        self.greeting = self.reply() if greet else None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.s.sendall(data)
+
+    def _fill(self):
+        try:
+            chunk = self.s.recv(65536)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise SmtpClosed(str(e)) from e
+        if not chunk:
+            raise SmtpClosed("EOF")
+        self.buf += chunk
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            assert len(self.buf) < 1 << 20, "reply line without CRLF"
+            self._fill()
+        ln, _, self.buf = self.buf.partition(b"\r\n")
+        return ln.decode("utf-8", "replace")
+
+    def reply(self):
+        """One (possibly multi-line) reply."""
+        lines = []
+        while True:
+            ln = self.line()
+            assert len(ln) >= 3 and ln[:3].isdigit(), f"not a reply line: {ln!r}"
+            lines.append(ln[4:])
+            if len(ln) == 3 or ln[3] == " ":
+                return int(ln[:3]), lines
+            assert ln[3] == "-", f"bad reply line: {ln!r}"
+
+    def replies(self, n):
+        return [self.reply() for _ in range(n)]
+
+    def cmd(self, line):
+        """Sends LINE + CRLF and returns the reply."""
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def expect(self, line, code, text=None):
+        """Sends LINE, asserts the reply code (and that TEXT is in the first line)."""
+        got = self.cmd(line)
+        assert got[0] == code, f"{line!r}: expected {code}, got {got}"
+        if text is not None:
+            assert text in got[1][0], f"{line!r}: expected {text!r} in {got}"
+        return got
+
+    def ehlo(self, name="client.test"):
+        code, lines = self.cmd(f"EHLO {name}")
+        assert code == 250, (code, lines)
+        return [l.upper() for l in lines[1:]]
+
+    def starttls(self):
+        self.expect("STARTTLS", 220)
+        assert self.buf == b"", f"server sent {self.buf!r} after 220 to STARTTLS"
+        self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
+        self.s.settimeout(self.timeout)
+
+    def quiet(self, timeout=0.5):
+        """True when the server sends nothing (and does not close) for TIMEOUT seconds."""
+        if self.buf:
+            return False
+        self.s.settimeout(timeout)
+        try:
+            chunk = self.s.recv(65536)
+            self.buf += chunk
+            return False
+        except (socket.timeout, TimeoutError):
+            return True
+        except OSError:
+            return False
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def closed(self, timeout=None):
+        """True when the server closes the connection within TIMEOUT (default: the
+        client's): EOF or reset, with anything it sent before that thrown away."""
+        self.s.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            while True:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except OSError:  # TLS: an abrupt close shows as an SSL error
+            return True
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def messages(t, user, mailbox="INBOX"):
+    """message list USER MAILBOX as a list of dicts (uid, size, body, from, rcpt...)."""
+    return [r for r in t.ctl("message", "list", user, mailbox).ok().records if "uid" in r]
+
+
+def message_body(t, user, uid, mailbox="INBOX"):
+    """The stored octets of one message."""
+    return t.ctl("message", "show", user, mailbox, uid).ok().raw
+
+
+TRACE_RE = re.compile(
+    rb"Return-Path: <[^>\r\n]*>\r\nReceived: [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)+"
+)
+
+
+def split_trace(body):
+    """(trace headers, the rest) of a stored message: ternd prepends Return-Path and a
+    folded Received header to what the client sent."""
+    m = TRACE_RE.match(body)
+    assert m, f"stored message does not start with Return-Path/Received: {body[:300]!r}"
+    return body[: m.end()], body[m.end() :]
+
+
+def smtp_setup(t, domain, users, aliases=()):
+    """Creates DOMAIN, the users {local: password} and the aliases [(alias, targets)]."""
+    t.ctl("domain", "add", domain).ok()
+    for local, pw in users.items():
+        t.ctl("user", "add", f"{local}@{domain}", password=pw).ok()
+    for alias, targets in aliases:
+        t.ctl("alias", "add", alias, targets).ok()
+
+
+def dot_stuff(msg):
+    """MSG (bytes ending in CRLF) as DATA sends it: a '.' doubled at the start of each
+    line, then the terminating '.' CRLF."""
+    assert msg.endswith(b"\r\n")
+    lines = msg.split(b"\r\n")[:-1]
+    return b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n" for l in lines) + b".\r\n"
+
+
+def user_usage(t, addr):
+    """(used_bytes, used_messages) from user show."""
+    rec = t.ctl("user", "show", addr).ok().records[0]
+    return int(rec["used_bytes"]), int(rec["used_messages"])
