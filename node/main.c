@@ -35,6 +35,7 @@
 #include "log.h"
 #include "loopq.h"
 #include "net.h"
+#include "imap.h"
 #include "smtp.h"
 
 #define EXIT_CONFIG 2
@@ -154,6 +155,8 @@ static int start_frontends(struct ternd *t, char *err, size_t errlen)
         {"smtp", NET_TLS_STARTTLS, &smtp_proto, &smtp_mx},
         {"submission", NET_TLS_STARTTLS, &smtp_proto, &smtp_submission},
         {"smtps", NET_TLS_IMPLICIT, &smtp_proto, &smtp_submission},
+        {"imap", NET_TLS_STARTTLS, &imap_proto, NULL},
+        {"imaps", NET_TLS_IMPLICIT, &imap_proto, NULL},
     };
     struct net_listen ls[sizeof table / sizeof table[0]];
     char hosts[sizeof table / sizeof table[0]][256];

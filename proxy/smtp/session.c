@@ -25,6 +25,7 @@
 #include "body_store.h"
 #include "command.h"
 #include "log.h"
+#include "mime.h"
 #include "model.h"
 #include "passwd.h"
 #include "smtp_data.h"
@@ -734,6 +735,8 @@ struct delivery {
     struct session *s;
     struct body_writer *body;
     uint8_t hash[BODY_HASH_LEN];
+    uint8_t *mime; /* the parsed structure for IMAP (malloc), or NULL */
+    size_t mime_len;
     int rv;
 };
 
@@ -777,6 +780,7 @@ static void delivered(void *arg, int status, uint64_t index, const Tern__Result 
         net_conn_timeout(c, s->cmd_timeout);
     }
     body_writer_free(d->body);
+    free(d->mime);
     free(d);
     net_conn_release(c);
 }
@@ -785,6 +789,15 @@ static void store_work(uv_work_t *w)
 {
     struct delivery *d = w->data;
     d->rv = body_writer_finish(d->body, net_conn_node(d->s->c)->db, d->hash);
+    /* parsed once here, in the thread pool, so that IMAP FETCH never parses */
+    size_t len;
+    const char *data = body_writer_data(d->body, &len);
+    struct mime_msg m = {0};
+    if (d->rv == 0 && mime_parse((const uint8_t *) data, len, &m) == 0) {
+        if (mime_encode(&m, &d->mime, &d->mime_len) != 0)
+            d->mime = NULL;
+        mime_free(&m);
+    }
 }
 
 static void propose_delivery(struct delivery *d)
@@ -833,6 +846,9 @@ static void propose_delivery(struct delivery *d)
     del.n_remote = s->nremotes;
     del.remote = qrp;
     del.envelope = &env;
+    del.has_mime = d->mime != NULL;
+    del.mime.data = d->mime;
+    del.mime.len = d->mime_len;
     cmd.op_case = TERN__COMMAND__OP_DELIVER;
     cmd.deliver = &del;
     cmd.account_hint = s->ntargets ? s->targets[0].rcpt : NULL;
