@@ -36,6 +36,7 @@
 #include "loopq.h"
 #include "net.h"
 #include "imap.h"
+#include "pop3.h"
 #include "smtp.h"
 
 #define EXIT_CONFIG 2
@@ -157,6 +158,8 @@ static int start_frontends(struct ternd *t, char *err, size_t errlen)
         {"smtps", NET_TLS_IMPLICIT, &smtp_proto, &smtp_submission},
         {"imap", NET_TLS_STARTTLS, &imap_proto, NULL},
         {"imaps", NET_TLS_IMPLICIT, &imap_proto, NULL},
+        {"pop3", NET_TLS_STARTTLS, &pop3_proto, NULL},
+        {"pop3s", NET_TLS_IMPLICIT, &pop3_proto, NULL},
     };
     struct net_listen ls[sizeof table / sizeof table[0]];
     char hosts[sizeof table / sizeof table[0]][256];

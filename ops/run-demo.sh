@@ -59,7 +59,7 @@ fi
 port() { # the port of a listen.* key, empty while that protocol is not served yet
   "$TERND" --data "$DATA" --print-config | sed -n "s/^$1 *= *\"\{0,1\}[^:]*:\([0-9]*\)\"\{0,1\}$/\1/p" | head -1
 }
-SERVED=" smtp submission smtps imap imaps " # protocols this build serves; pop3 comes later
+SERVED=" smtp submission smtps imap imaps pop3 pop3s " # the protocols this build serves
 p() { case "$SERVED" in *" $1 "*) port "$1" ;; *) echo "" ;; esac; }
 
 umask 077
@@ -90,6 +90,7 @@ fi
 echo "  SMTP (MX):           127.0.0.1:$(p smtp)"
 echo "  submission STARTTLS: 127.0.0.1:$(p submission)   implicit TLS: 127.0.0.1:$(p smtps)"
 echo "  IMAP STARTTLS:       127.0.0.1:$(p imap)   implicit TLS: 127.0.0.1:$(p imaps)"
+echo "  POP3 STLS:           127.0.0.1:$(p pop3)   implicit TLS: 127.0.0.1:$(p pop3s)"
 echo "  try: swaks --server 127.0.0.1:$(p submission) --tls --auth PLAIN --auth-user $DEMO_USER --auth-password '$PASSWORD' --to $DEMO_USER"
 echo "Ctrl-C stops it."
 wait "$PID"
