@@ -16,6 +16,7 @@
  * third one ends the session, passwords are checked in the thread pool, never logged.
  */
 #include "pop3.h"
+#include "pop3_parse.h"
 
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -34,7 +35,6 @@
 #include "passwd.h"
 #include "smtp_parse.h" /* base64 and SASL PLAIN */
 
-#define POP3_LINE_MAX      255   /* RFC 2449 4: commands up to 255 octets with CRLF */
 #define POP3_IDLE_MS       (10 * 60 * 1000)
 #define POP3_FAIL_DELAY_MS 1000  /* a failed login is answered after this */
 #define POP3_FAILURES_MAX  3
@@ -464,24 +464,16 @@ static void cmd_capa(struct psess *s)
 
 static void dispatch(struct psess *s, char *line)
 {
-    /* VERB [SP rest]; PASS takes the rest whole (a password may hold spaces, RFC 1939 7) */
-    char *rest = strchr(line, ' ');
-    if (rest)
-        *rest++ = 0;
-    char *verb = line[0] ? line : NULL;
-    char whole[POP3_LINE_MAX + 1];
-    snprintf(whole, sizeof whole, "%s", rest ? rest : "");
-    char *save = NULL;
-    char *a1 = rest ? strtok_r(rest, " ", &save) : NULL;
-    char *a2 = a1 ? strtok_r(NULL, " ", &save) : NULL;
-    if (verb == NULL) {
-        out(s, "-ERR Empty command");
+    struct pop3_cmd pc;
+    if (pop3_parse(line, strlen(line), &pc) != 0) {
+        out(s, "-ERR Invalid command");
         error(s);
         return;
     }
-    for (char *p = verb; *p; p++)
-        if (*p >= 'a' && *p <= 'z')
-            *p -= 32;
+    char *verb = pc.verb;
+    char *a1 = pc.nargs > 0 ? pc.args[0] : NULL;
+    char *a2 = pc.nargs > 1 ? pc.args[1] : NULL;
+    char *whole = pc.rest; /* PASS takes the rest whole: a password may hold spaces */
     if (strcmp(verb, "CAPA") == 0)
         return cmd_capa(s);
     if (strcmp(verb, "QUIT") == 0)
@@ -527,7 +519,7 @@ static void dispatch(struct psess *s, char *line)
                 return;
             }
             login(s, s->user, whole, strlen(whole));
-            explicit_bzero(whole, sizeof whole);
+            explicit_bzero(&pc, sizeof pc);
             return;
         }
         if (strcmp(verb, "AUTH") == 0) {
@@ -546,7 +538,7 @@ static void dispatch(struct psess *s, char *line)
                 return out(s, "+ ");
             }
             if (strcmp(a2, "=") == 0)
-                a2 = "";
+                a2[0] = 0;
             sasl_plain(s, a2, strlen(a2));
             return;
         }
@@ -608,7 +600,6 @@ static void dispatch(struct psess *s, char *line)
     }
     out(s, "-ERR Unknown command");
     error(s);
-    explicit_bzero(whole, sizeof whole);
 }
 
 /* ---- net_proto ---- */
