@@ -45,6 +45,8 @@ static void check_addr(const struct addr *a)
 
 /* put(): appends a formatted string to BUF[*N..SIZE). */
 static void put(char *buf, size_t size, size_t *n, const char *fmt, const char *s)
+    __attribute__((format(printf, 4, 0)));
+static void put(char *buf, size_t size, size_t *n, const char *fmt, const char *s)
 {
     int k = snprintf(buf + *n, size - *n, fmt, s);
 
