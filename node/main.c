@@ -270,8 +270,10 @@ int main(int argc, char **argv)
     char err[512];
     int status = 1;
 
-    if (load_config(&t, argc, argv, &print) != 0)
+    if (load_config(&t, argc, argv, &print) != 0) {
+        config_free(&t.cfg);
         return EXIT_CONFIG;
+    }
     if (print) {
         config_print(&t.cfg, stdout);
         config_free(&t.cfg);

@@ -35,7 +35,8 @@
 #include "keys.h"
 #include "log.h"
 
-#define CONS_TICK_MS 50 /* status refresh and no-leader deadline checks */
+#define CONS_TICK_MS       50   /* status refresh and no-leader deadline checks */
+#define CONS_CLOSE_WAIT_MS 2000 /* longest wait for the leader's own appends at stop */
 
 /*
  * libraft's uv backend stores entries whose length is a multiple of 8 and only asserts it
@@ -90,6 +91,7 @@ struct cons {
     struct plist waiting;  /* no leader known yet */
     struct plist inflight; /* handed to raft_apply, index order */
     bool closing;
+    uint64_t close_deadline_ms; /* raft_close() by then even if appends are pending */
     uint64_t snapshots_taken, snapshot_index;
     uint64_t applied; /* last index applied through hook_apply */
 };
@@ -345,6 +347,32 @@ static void on_raft_closed(struct raft *r)
     uv_close((uv_handle_t *) &c->tick, on_handle_closed);
 }
 
+/*
+ * appends_pending(): the leader has entries that are not on its own disk yet. libraft 0.15
+ * must not be closed then: uvClose() cancels every append still waiting for its segment,
+ * and each cancelled appendLeaderCb() truncates the log from its own first index, so the
+ * second one truncates past the end of the log and crashes (seen with two or more
+ * proposals in flight at stop, e.g. right after start while open-1 is being created).
+ */
+static bool appends_pending(struct cons *c)
+{
+    return raft_state(&c->raft) == RAFT_LEADER && c->raft.last_stored < raft_last_index(&c->raft);
+}
+
+static void close_now(struct cons *c)
+{
+    uv_timer_stop(&c->tick);
+    c->raft.data = c;
+    raft_close(&c->raft, on_raft_closed);
+}
+
+static void on_close_tick(uv_timer_t *t)
+{
+    struct cons *c = t->data;
+    if (!appends_pending(c) || now_ms() >= c->close_deadline_ms)
+        close_now(c);
+}
+
 static void begin_close(struct cons *c)
 {
     if (c->closing)
@@ -352,9 +380,12 @@ static void begin_close(struct cons *c)
     c->closing = true;
     refresh_status(c);
     drain(c); /* fails everything queued with ESHUTDOWN */
-    uv_timer_stop(&c->tick);
-    c->raft.data = c;
-    raft_close(&c->raft, on_raft_closed);
+    if (appends_pending(c)) { /* let the local writes finish first, see above */
+        c->close_deadline_ms = now_ms() + CONS_CLOSE_WAIT_MS;
+        uv_timer_start(&c->tick, on_close_tick, 1, 1);
+        return;
+    }
+    close_now(c);
 }
 
 static void on_wake(uv_async_t *a)
@@ -484,7 +515,12 @@ static void *thread_main(void *arg)
     struct cons *c = arg;
     sigset_t all;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the main thread */
+    /* signals belong to the main thread, but faults must still kill with a report */
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
 
     if (setup(c) != 0) { /* setup closed every handle */
         start_result(c, -1, NULL);
@@ -517,6 +553,8 @@ static void *thread_main(void *arg)
 int cons_start(const struct cons_config *cfg, const struct cons_fsm *fsm, struct cons **out,
                char *err, size_t errlen)
 {
+    if (errlen)
+        err[0] = 0;
     struct cons *c = calloc(1, sizeof *c);
     if (c == NULL) {
         snprintf(err, errlen, "out of memory");

@@ -106,8 +106,9 @@ int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void
 /* cons_status() copies the latest status; cheap, any thread. */
 void cons_status(struct cons *c, struct cons_status *out);
 
-/* cons_stop() closes libraft, fails queued and in-flight proposals with CONS_ESHUTDOWN
- * and joins the thread. C stays valid: later proposals complete at once (on the caller's
+/* cons_stop() closes libraft and joins the thread. Proposals still queued fail with
+ * CONS_ESHUTDOWN; those libraft already had complete with 0 or CONS_ELOST (they may still
+ * commit: retry with the same request id). C stays valid: later proposals complete at once (on the caller's
  * thread) with CONS_ESHUTDOWN, so frontends may still propose while they wind down.
  * Idempotent; NULL is fine. */
 void cons_stop(struct cons *c);

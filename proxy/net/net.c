@@ -1140,6 +1140,10 @@ static void *worker_main(void *arg)
     struct net_server *s = w->s;
     sigset_t all;
     sigfillset(&all);
+    sigdelset(&all, SIGSEGV); /* faults must still kill with a report */
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     int rv = 0;
     w->listeners = calloc(s->nlistens, sizeof *w->listeners);
