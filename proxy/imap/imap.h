@@ -27,6 +27,7 @@ extern const struct net_proto imap_proto;
 #define IMAP_AUTOLOGOUT_MS  (30 * 60 * 1000) /* RFC 3501 5.4: at least 30 minutes */
 #define IMAP_PREAUTH_MS     (60 * 1000)      /* before LOGIN */
 #define IMAP_LOGIN_FAILURES 3                /* then BYE */
+#define IMAP_FAIL_DELAY_MS  1000             /* a failed login is answered after this */
 #define IMAP_BAD_MAX        20               /* BAD answers before BYE */
 #define IMAP_MESSAGE_MAX    (50 * 1024 * 1024)
 

@@ -461,6 +461,7 @@ static void cmd_starttls(struct imap_sess *s, struct imap_cmd *cmd)
 
 struct auth_job {
     uv_work_t work;
+    uv_timer_t delay; /* a failed login is answered after IMAP_FAIL_DELAY_MS */
     struct imap_sess *s;
     char user[ADDR_MAX + 1];
     char pass[PASSWD_MAX + 1];
@@ -475,6 +476,29 @@ static void auth_work(uv_work_t *w)
     struct auth_job *j = w->data;
     j->rv = model_verify(net_conn_node(j->s->c)->db, j->user, j->pass, j->passlen, &j->id);
     OPENSSL_cleanse(j->pass, sizeof j->pass);
+}
+
+static void job_closed(uv_handle_t *h)
+{
+    struct auth_job *j = h->data;
+    struct imap_sess *s = j->s;
+    OPENSSL_cleanse(j, sizeof *j);
+    free(j);
+    imap_done(s);
+}
+
+static void failed_reply(uv_timer_t *t)
+{
+    struct auth_job *j = t->data;
+    struct imap_sess *s = j->s;
+    if (!net_conn_closing(s->c)) {
+        imap_tagged(s, j->tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed");
+        if (++s->login_failures >= IMAP_LOGIN_FAILURES) {
+            imap_untagged(s, "BYE Too many authentication failures");
+            net_conn_close(s->c);
+        }
+    }
+    uv_close((uv_handle_t *) &j->delay, job_closed);
 }
 
 static void auth_done(uv_work_t *w, int status)
@@ -497,18 +521,14 @@ static void auth_done(uv_work_t *w, int status)
         } else if (status == 0 && j->rv == 0) {
             char q[LOG_Q_MAX];
             slog(s, LOG_INFO, "imap.login", "result=failed user=%s", log_q(q, j->user));
-            imap_tagged(s, j->tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed");
-            if (++s->login_failures >= IMAP_LOGIN_FAILURES) {
-                imap_untagged(s, "BYE Too many authentication failures");
-                net_conn_close(c);
-            }
+            /* answered late: guessing passwords costs the guesser time */
+            uv_timer_start(&j->delay, failed_reply, IMAP_FAIL_DELAY_MS, 0);
+            return;
         } else {
             imap_tagged(s, j->tag, "NO", "[UNAVAILABLE] Temporary authentication failure");
         }
     }
-    OPENSSL_cleanse(j, sizeof *j);
-    free(j);
-    imap_done(s);
+    uv_close((uv_handle_t *) &j->delay, job_closed);
 }
 
 /* login(): checks USER/PASS in the thread pool, CMD (may be NULL) is answered there. */
@@ -531,13 +551,12 @@ static void login(struct imap_sess *s, struct imap_cmd *cmd, const char *tag, co
     memcpy(j->pass, pass, plen);
     j->passlen = plen;
     snprintf(j->tag, sizeof j->tag, "%s", tag);
-    j->work.data = j;
+    j->work.data = j->delay.data = j;
+    uv_timer_init(net_conn_loop(s->c), &j->delay);
     begin_async(s, cmd);
     if (uv_queue_work(net_conn_loop(s->c), &j->work, auth_work, auth_done) != 0) {
-        OPENSSL_cleanse(j, sizeof *j);
-        free(j);
         imap_tagged(s, tag, "NO", "[UNAVAILABLE] Try again");
-        imap_done(s);
+        uv_close((uv_handle_t *) &j->delay, job_closed);
     }
 }
 
