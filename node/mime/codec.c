@@ -1,10 +1,20 @@
 /*
  * node/mime/codec.c
  * The stored form of a parse result, kept with the message index so that FETCH never parses
- * the message: a version byte, LEB128 varints and the string bytes. Only what cannot be
- * derived is stored (children, siblings and depths are rebuilt from the parents).
+ * the message: a version byte, LEB128 varints and the string bytes (layout below). Only what
+ * cannot be derived is stored (children, siblings and depths are rebuilt from the parents).
  *
- * Layout (version 1), u = varint, str = u(off + 1, 0 for NIL) [u(len) if not NIL],
+ * SECURITY: records are read back from storage that other nodes wrote; mime_decode() treats
+ * them as untrusted: counts are checked against the bytes left before allocating, strings and
+ * lists against their arrays, the tree against the invariants the IMAP writers rely on.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mime_int.h"
+
+/* Layout (version 1), u = varint, str = u(off + 1, 0 for NIL) [u(len) if not NIL],
  * list = u(count) [u(first) if count > 0]:
  *   u8 version; u size, flags, nparts, nparams, naddrs, nlangs, nenvs, strs_len; strs bytes;
  *   parts:  u(parent + 1) u8 kind u8 flags u hdr_off u(body_off - hdr_off)
@@ -12,18 +22,7 @@
  *           str type subtype id description encoding disposition md5 location
  *           list params disp_params language
  *   params: str name value; addrs: str name adl mailbox host; langs: str;
- *   envs:   str date subject in_reply_to message_id; list from sender reply_to to cc bcc
- *
- * SECURITY: index records are read back from storage that other nodes wrote; mime_decode()
- * treats them as untrusted: every count is checked against the bytes left before allocating,
- * every string and list against its array, and the tree against the invariants the IMAP
- * writers and mime_section_range() rely on.
- */
-#include <errno.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "mime_int.h"
+ *   envs:   str date subject in_reply_to message_id; list from sender reply_to to cc bcc */
 
 /* ---- encode ---------------------------------------------------------------------------------- */
 
@@ -257,7 +256,8 @@ static bool check_part(struct mime_msg *m, uint32_t i, uint32_t *chain, uint32_t
     if ((p->flags & MIME_PART_TRUNCATED) != 0 && p->kind != MIME_KIND_LEAF)
         return false;
     if (i == 0) {
-        if (p->parent != MIME_NONE || p->env == MIME_NONE)
+        if (p->parent != MIME_NONE || p->env == MIME_NONE || p->hdr_off != 0 ||
+            p->body_end != m->size)
             return false;
         chain[0] = 0;
         *top = 0;
@@ -274,6 +274,9 @@ static bool check_part(struct mime_msg *m, uint32_t i, uint32_t *chain, uint32_t
         return false; /* exactly the encapsulated messages have an envelope */
     if (p->hdr_off < pp->body_off || p->body_end > pp->body_end)
         return false;
+    if (pp->kind == MIME_KIND_MESSAGE &&
+        (p->hdr_off != pp->body_off || p->body_end != pp->body_end))
+        return false; /* the encapsulated message is the whole body */
     if (pp->nchildren > 0 && p->hdr_off < m->parts[chain[pp->depth + 1]].body_end)
         return false; /* siblings in order, not overlapping */
     p->depth = pp->depth + 1;
@@ -289,13 +292,16 @@ static bool check_part(struct mime_msg *m, uint32_t i, uint32_t *chain, uint32_t
 
 int mime_decode(const uint8_t *buf, size_t len, struct mime_msg *m)
 {
-    struct dec r = {buf, buf + len, false, m};
+    struct dec r = {buf, buf, false, m};
     uint32_t chain[MIME_MAX_DEPTH + 1], top = 0;
     size_t left;
     int err = -EINVAL;
 
     memset(m, 0, sizeof(*m));
-    if (len == 0 || buf == NULL || get_byte(&r) != MIME_CODEC_VERSION)
+    if (buf == NULL || len == 0)
+        return -EINVAL;
+    r.e = buf + len;
+    if (get_byte(&r) != MIME_CODEC_VERSION)
         return -EINVAL;
     m->size = get_u(&r);
     m->flags = get_u(&r);
@@ -306,8 +312,8 @@ int mime_decode(const uint8_t *buf, size_t len, struct mime_msg *m)
     m->nenvs = get_u(&r);
     m->strs_len = get_u(&r);
     if (r.bad || m->size > MIME_MESSAGE_MAX || (m->flags & ~MIME_MSG_TRUNCATED) != 0 ||
-        m->nparts == 0 || m->nparts > MIME_MAX_PARTS || m->nenvs == 0 ||
-        m->nenvs > m->nparts || m->strs_len > MIME_STRS_MAX)
+        m->nparts == 0 || m->nparts > MIME_MAX_PARTS || m->nenvs == 0 || m->nenvs > m->nparts ||
+        m->strs_len > MIME_STRS_MAX)
         goto bad;
     /* every element takes at least one byte: no count may exceed what is left */
     left = (size_t) (r.e - r.p);

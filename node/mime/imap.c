@@ -136,6 +136,16 @@ static void add_str(struct mime_buf *b, const struct mime_msg *m, struct mime_st
     mime_buf_add_nstring(b, mime_str_ptr(m, s), s.len);
 }
 
+/* add_string(): where IMAP wants a string, never NIL (a string lost to MIME_STRS_MAX, or a
+ * stored record that says NIL there, is written as ""). */
+static void add_string(struct mime_buf *b, const struct mime_msg *m, struct mime_str s)
+{
+    if (mime_str_is_nil(s))
+        add_lit(b, "\"\"");
+    else
+        add_str(b, m, s);
+}
+
 /* ---- ENVELOPE -------------------------------------------------------------------------------- */
 
 static void add_addrs(struct mime_buf *b, const struct mime_msg *m, struct mime_list l)
@@ -199,8 +209,7 @@ int mime_write_envelope(const struct mime_msg *m, uint32_t part, struct mime_buf
 
 /* params(): ("name" "value" ...) or NIL; a text part without a charset gets the default one
  * appended (RFC 2045 5.2), as Dovecot does. */
-static void add_params(struct mime_buf *b, const struct mime_msg *m, struct mime_list l,
-                       bool text)
+static void add_params(struct mime_buf *b, const struct mime_msg *m, struct mime_list l, bool text)
 {
     bool charset = false;
 
@@ -214,9 +223,9 @@ static void add_params(struct mime_buf *b, const struct mime_msg *m, struct mime
 
         if (i > 0)
             add_lit(b, " ");
-        add_str(b, m, pp->name);
+        add_string(b, m, pp->name);
         add_lit(b, " ");
-        add_str(b, m, pp->value);
+        add_string(b, m, pp->value);
         if (mime_str_eq(m, pp->name, "charset"))
             charset = true;
     }
@@ -245,7 +254,7 @@ static void add_ext(struct mime_buf *b, const struct mime_msg *m, const struct m
         for (uint32_t i = 0; i < p->language.count; i++) {
             if (i > 0)
                 add_lit(b, " ");
-            add_str(b, m, m->langs[p->language.first + i]);
+            add_string(b, m, m->langs[p->language.first + i]);
         }
         add_lit(b, ")");
     }
@@ -255,8 +264,8 @@ static void add_ext(struct mime_buf *b, const struct mime_msg *m, const struct m
 
 static void write_part(struct mime_buf *b, const struct mime_msg *m, uint32_t i, bool ext);
 
-static void write_multipart(struct mime_buf *b, const struct mime_msg *m,
-                            const struct mime_part *p, bool ext)
+static void write_multipart(struct mime_buf *b, const struct mime_msg *m, const struct mime_part *p,
+                            bool ext)
 {
     if (p->nchildren == 0) {
         /* no parts (no boundary found): Dovecot shows one empty text/plain */
@@ -266,7 +275,10 @@ static void write_multipart(struct mime_buf *b, const struct mime_msg *m,
     for (uint32_t c = p->child; c != MIME_NONE; c = m->parts[c].next)
         write_part(b, m, c, ext);
     add_lit(b, " ");
-    add_str(b, m, p->subtype);
+    if (mime_str_is_nil(p->subtype))
+        add_lit(b, "\"x-unknown\"");
+    else
+        add_str(b, m, p->subtype);
     if (!ext)
         return;
     add_lit(b, " ");
@@ -284,7 +296,7 @@ static void write_leaf(struct mime_buf *b, const struct mime_msg *m, const struc
         add_lit(b, "\"message\" \"rfc822\"");
     } else if ((p->flags & MIME_PART_TRUNCATED) != 0) {
         add_lit(b, "\"application\" \"octet-stream\"");
-    } else if (mime_str_is_nil(p->type)) {
+    } else if (mime_str_is_nil(p->type) || mime_str_is_nil(p->subtype)) {
         add_lit(b, "\"text\" \"plain\"");
         text = true;
     } else {

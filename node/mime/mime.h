@@ -16,19 +16,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Limits. Each is enforced where the parser would otherwise grow; none makes parsing fail. */
-#define MIME_MAX_DEPTH    100   /* nested containers (multipart, message/rfc822), as Dovecot */
-#define MIME_MAX_PARTS    10000 /* parts in a message, root included, as Dovecot */
-#define MIME_HEADER_MAX   (1024 * 1024) /* one header block; past it the rest is body text */
-#define MIME_FIELD_MAX    (64 * 1024) /* one header field (all folded lines, so also the line
-                                         length): only its first MIME_FIELD_MAX bytes count */
-#define MIME_BOUNDARY_MAX 256  /* RFC 2046 5.1.1 says 1-70; longer means "no boundary" */
-#define MIME_ADDRS_MAX    1000 /* addresses kept per ENVELOPE field */
-#define MIME_PARAMS_MAX   100  /* parameters kept per Content-Type / Content-Disposition */
-#define MIME_LANGS_MAX    32   /* Content-Language tags kept per part */
-#define MIME_ITEMS_MAX    200000 /* addresses + parameters + tags in one message */
-#define MIME_STRS_MAX     (8 * 1024 * 1024) /* bytes of kept strings; past it strings are NIL */
-#define MIME_MESSAGE_MAX  ((size_t) 1 << 30) /* offsets are uint32_t; tern caps mail at 50 MiB */
+/* Limits. Each is enforced where the parser would otherwise grow; none makes parsing fail.
+ * MIME_MAX_DEPTH: nested containers (multipart, message/rfc822), as Dovecot; a deeper one is
+ *   kept as a leaf. MIME_MAX_PARTS: parts in a message, root included, as Dovecot; after it
+ *   boundaries are no longer looked for. MIME_HEADER_MAX: one header block; past it the rest
+ *   is body text. MIME_FIELD_MAX: one header field, all its folded lines (so also the longest
+ *   line): only its first bytes count. MIME_BOUNDARY_MAX: RFC 2046 5.1.1 allows 1-70, a longer
+ *   one is no boundary. MIME_ADDRS_MAX, MIME_PARAMS_MAX, MIME_LANGS_MAX: kept per ENVELOPE
+ *   field, per Content-Type or Content-Disposition, per Content-Language. MIME_ITEMS_MAX:
+ *   addresses + parameters + language tags in a message. MIME_STRS_MAX: bytes of kept strings,
+ *   a string that no longer fits is NIL. Together they bound a parse result (and its stored
+ *   record) by about MIME_STRS_MAX + 40 * MIME_ITEMS_MAX + 130 * MIME_MAX_PARTS bytes. */
+#define MIME_MAX_DEPTH    100
+#define MIME_MAX_PARTS    10000
+#define MIME_HEADER_MAX   (1024 * 1024)
+#define MIME_FIELD_MAX    (64 * 1024)
+#define MIME_BOUNDARY_MAX 256
+#define MIME_ADDRS_MAX    1000
+#define MIME_PARAMS_MAX   100
+#define MIME_LANGS_MAX    32
+#define MIME_ITEMS_MAX    200000
+#define MIME_STRS_MAX     (8 * 1024 * 1024)
+#define MIME_MESSAGE_MAX  ((size_t) 1 << 30) /* offsets are uint32_t; tern takes 50 MiB mail */
 
 #define MIME_NONE    UINT32_MAX /* "no part", "no envelope" */
 #define MIME_NIL_OFF UINT32_MAX /* mime_str.off of NIL */
@@ -90,8 +99,9 @@ enum mime_kind {
     MIME_KIND_MESSAGE,   /* message/rfc822: one child, the encapsulated message */
 };
 
-#define MIME_PART_TRUNCATED 0x01 /* a container over a limit, kept as a leaf: written as
-                                    application/octet-stream with its parameters (Dovecot) */
+/* MIME_PART_TRUNCATED: a container over a limit, kept as a leaf; written as
+ * application/octet-stream with its parameters, as Dovecot does. */
+#define MIME_PART_TRUNCATED 0x01
 
 /* One part. Offsets are into the stored message:
  *   header (BODY[n.MIME], or BODY[HEADER] of a message) = [hdr_off, body_off)
@@ -104,11 +114,11 @@ enum mime_kind {
  * absent or syntactically invalid (RFC 2045 5.2: then text/plain; charset=us-ascii). Case is
  * kept as in the message: IMAP clients compare case-insensitively, and Dovecot does the same. */
 struct mime_part {
-    uint32_t parent;     /* MIME_NONE for the root (parts[0]) */
-    uint32_t child;      /* first child or MIME_NONE */
-    uint32_t next;       /* next sibling or MIME_NONE */
+    uint32_t parent; /* MIME_NONE for the root (parts[0]) */
+    uint32_t child;  /* first child or MIME_NONE */
+    uint32_t next;   /* next sibling or MIME_NONE */
     uint32_t nchildren;
-    uint32_t depth;      /* root 0; at most MIME_MAX_DEPTH */
+    uint32_t depth; /* root 0; at most MIME_MAX_DEPTH */
     uint32_t hdr_off;
     uint32_t body_off;
     uint32_t body_end;
@@ -161,7 +171,9 @@ void mime_free(struct mime_msg *m);
 /* mime_str_ptr(): the bytes of S (S.len of them), or NULL for NIL. Valid until mime_free(). */
 static inline const char *mime_str_ptr(const struct mime_msg *m, struct mime_str s)
 {
-    return s.off == MIME_NIL_OFF ? NULL : m->strs + s.off;
+    if (s.off == MIME_NIL_OFF)
+        return NULL;
+    return m->strs != NULL ? m->strs + s.off : ""; /* "" is the only string of no arena */
 }
 
 static inline bool mime_str_is_nil(struct mime_str s)
@@ -243,11 +255,11 @@ int mime_section_range(const struct mime_msg *m, const char *section, size_t len
                        struct mime_range *out, enum mime_section_kind *kind);
 
 /* mime_header_fields() appends to OUT, byte-exactly, the fields of the header block HDR of MSG
- * whose names are (NOT false) or are not (NOT true) among the NFIELDS names in FIELDS (compared
- * case-insensitively; each field with all its continuation lines), then the block's blank line
- * if it has one, as RFC 3501 6.4.5 wants for HEADER.FIELDS and HEADER.FIELDS.NOT. HDR must lie
+ * whose names are (EXCLUDE false) or are not (EXCLUDE true) among the NFIELDS names in FIELDS
+ * (compared case-insensitively; each field with all its continuation lines), then the block's blank
+ * line if it has one, as RFC 3501 6.4.5 wants for HEADER.FIELDS and HEADER.FIELDS.NOT. HDR must lie
  * inside MSG (e.g. from mime_section_range()). Returns out->err. */
 int mime_header_fields(const uint8_t *msg, struct mime_range hdr, const char *const *fields,
-                       size_t nfields, bool not, struct mime_buf *out);
+                       size_t nfields, bool exclude, struct mime_buf *out);
 
 #endif

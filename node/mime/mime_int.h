@@ -31,7 +31,7 @@ struct mime_ctx {
     struct mime_sbuf tmp; /* one value being built (phrase, quoted string, merged param) */
     struct mime_sbuf raw; /* raw parameters of one field before RFC 2231 merging */
     uint32_t items;       /* addresses + parameters + tags so far (MIME_ITEMS_MAX) */
-    struct mime_str missing_mailbox, missing_domain, syntax_error, invalid_route, empty;
+    struct mime_str missing_mailbox, missing_domain, syntax_error, invalid_route;
 };
 
 /* Character classes of rfc822.c (RFC 5322 atext, RFC 2045 token; 8-bit counts as both, '.'
@@ -66,13 +66,11 @@ void mime_parse_language(struct mime_ctx *c, const uint8_t *v, const uint8_t *e,
                          struct mime_part *p);
 /* An address list (RFC 5322 3.4) appended to c->m->addrs; at most MAX entries, group markers
  * included. Returns the number appended. */
-uint32_t mime_parse_addresses(struct mime_ctx *c, const uint8_t *v, const uint8_t *e,
-                              uint32_t max);
+uint32_t mime_parse_addresses(struct mime_ctx *c, const uint8_t *v, const uint8_t *e, uint32_t max);
 
 /* mime_param_find(): the value of the first parameter of LIST named NAME (ASCII case
  * insensitive), or NIL. */
-struct mime_str mime_param_find(const struct mime_msg *m, struct mime_list list,
-                                const char *name);
+struct mime_str mime_param_find(const struct mime_msg *m, struct mime_list list, const char *name);
 
 /* mime_str_eq(): S (not NIL) equals the NUL-terminated ASCII string LIT, ignoring case. */
 bool mime_str_eq(const struct mime_msg *m, struct mime_str s, const char *lit);

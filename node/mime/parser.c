@@ -3,9 +3,6 @@
  * The message structure parser: one pass over a message held in memory, finding header
  * blocks, multipart boundaries (RFC 2046 5.1) and encapsulated messages (RFC 2046 5.2.1), and
  * recording byte offsets and line counts so that IMAP never parses the message again.
- * Boundary rules follow Dovecot's message-parser: a line "--" + boundary starts a new part
- * when it *begins* with the boundary (longest of the open boundaries wins, the newest on a tie),
- * an outer boundary closes the inner parts, and a boundary line also ends a header block.
  *
  * SECURITY: the bytes come from anyone who can send mail. Nothing here fails on content; the
  * MIME_* limits of mime.h bound depth, parts, header sizes and kept data, and the work is
@@ -18,7 +15,15 @@
 
 #include "mime_int.h"
 
-#define HDR_FIELDS_MAX 256 /* header fields of interest remembered per header block */
+/* Boundary rules follow Dovecot's message-parser: a line "--" + boundary starts a new part
+ * when it *begins* with the boundary (longest of the open boundaries wins, the newest on a tie),
+ * an outer boundary closes the inner parts, and a boundary line also ends a header block. */
+
+/* Header fields of interest remembered per header block. Only repeated address fields (which
+ * add up) take more than one entry: a repeated Content-* field counts once (the first), a
+ * repeated Subject or Date overwrites its entry (the last counts), so HF_COUNT entries are kept
+ * free for them and no number of To: lines can hide a Content-Type. */
+#define HDR_FIELDS_MAX 256
 
 /* The header fields the parser interprets. */
 enum hf_id {
@@ -53,20 +58,29 @@ struct hf_name {
 /* Envelope fields and MIME-Version: only in the header of a message (the root, or the
  * encapsulated message of a message/rfc822 part). */
 static const struct hf_name msg_fields[] = {
-    {"date", 4, HF_DATE},           {"subject", 7, HF_SUBJECT},
-    {"from", 4, HF_FROM},           {"sender", 6, HF_SENDER},
-    {"reply-to", 8, HF_REPLY_TO},   {"to", 2, HF_TO},
-    {"cc", 2, HF_CC},               {"bcc", 3, HF_BCC},
-    {"in-reply-to", 11, HF_IN_REPLY_TO}, {"message-id", 10, HF_MESSAGE_ID},
+    {"date", 4, HF_DATE},
+    {"subject", 7, HF_SUBJECT},
+    {"from", 4, HF_FROM},
+    {"sender", 6, HF_SENDER},
+    {"reply-to", 8, HF_REPLY_TO},
+    {"to", 2, HF_TO},
+    {"cc", 2, HF_CC},
+    {"bcc", 3, HF_BCC},
+    {"in-reply-to", 11, HF_IN_REPLY_TO},
+    {"message-id", 10, HF_MESSAGE_ID},
     {"mime-version", 12, HF_MIME_VERSION},
 };
 
 /* Content-* fields, by the part of the name after "Content-". */
 static const struct hf_name content_fields[] = {
-    {"type", 4, HF_CT},         {"transfer-encoding", 17, HF_CTE},
-    {"id", 2, HF_CID},          {"description", 11, HF_CDESC},
-    {"disposition", 11, HF_CDISP}, {"language", 8, HF_CLANG},
-    {"location", 8, HF_CLOC},   {"md5", 3, HF_CMD5},
+    {"type", 4, HF_CT},
+    {"transfer-encoding", 17, HF_CTE},
+    {"id", 2, HF_CID},
+    {"description", 11, HF_CDESC},
+    {"disposition", 11, HF_CDISP},
+    {"language", 8, HF_CLANG},
+    {"location", 8, HF_CLOC},
+    {"md5", 3, HF_CMD5},
 };
 
 /* One interesting field: its value is [off, end) of the message, from after the colon to the
@@ -95,6 +109,7 @@ struct parser {
     uint32_t last_child[MIME_MAX_DEPTH + 1]; /* per depth: last child of the open part */
     struct hfield hf[HDR_FIELDS_MAX];
     uint32_t nhf;
+    int slot[HF_COUNT];       /* entry of each non-address field in hf[], or -1 */
     struct mime_sbuf val;     /* an unfolded field value */
     struct mime_str boundary; /* boundary of the part whose header was just interpreted */
 };
@@ -275,6 +290,12 @@ static bool scan_body(struct parser *p, uint32_t *b)
 
 /* ---- header ---------------------------------------------------------------------------------- */
 
+static bool is_address_field(int id)
+{
+    return id == HF_FROM || id == HF_SENDER || id == HF_REPLY_TO || id == HF_TO || id == HF_CC ||
+           id == HF_BCC;
+}
+
 static int field_id(const uint8_t *name, size_t len, bool message_hdr)
 {
     const struct hf_name *t = msg_fields;
@@ -298,14 +319,13 @@ static int field_id(const uint8_t *name, size_t len, bool message_hdr)
 /* end_field(): the field [FS, FE) whose first line ends at FL_END is complete; remember it if
  * it is one we interpret. The name is what precedes the colon on the first line, without the
  * white space before the colon (RFC 5322 obs-optional); a line without a colon is ignored. */
-static void end_field(struct parser *p, uint32_t fs, uint32_t fl_end, uint32_t fe,
-                      bool message_hdr)
+static void end_field(struct parser *p, uint32_t fs, uint32_t fl_end, uint32_t fe, bool message_hdr)
 {
     const uint8_t *msg = p->msg, *colon;
     uint32_t name_end;
-    int id;
+    int id, slot;
 
-    if (fs == MIME_NONE || p->nhf >= HDR_FIELDS_MAX)
+    if (fs == MIME_NONE)
         return;
     colon = memchr(msg + fs, ':', fl_end - fs);
     if (colon == NULL)
@@ -316,10 +336,22 @@ static void end_field(struct parser *p, uint32_t fs, uint32_t fl_end, uint32_t f
     id = field_id(msg + fs, name_end - fs, message_hdr);
     if (id < 0)
         return;
-    p->hf[p->nhf].id = (uint32_t) id;
-    p->hf[p->nhf].off = (uint32_t) (colon - msg) + 1;
-    p->hf[p->nhf].end = fe;
-    p->nhf++;
+    if (is_address_field(id)) {
+        if (p->nhf >= HDR_FIELDS_MAX - HF_COUNT) {
+            p->c.m->flags |= MIME_MSG_TRUNCATED;
+            return;
+        }
+        slot = (int) p->nhf++;
+    } else if (p->slot[id] < 0) {
+        slot = p->slot[id] = (int) p->nhf++;
+    } else if (id <= HF_MESSAGE_ID) {
+        slot = p->slot[id]; /* envelope strings: the last one counts */
+    } else {
+        return; /* Content-* and MIME-Version: the first one counts */
+    }
+    p->hf[slot].id = (uint32_t) id;
+    p->hf[slot].off = (uint32_t) (colon - msg) + 1;
+    p->hf[slot].end = fe;
 }
 
 /* scan_header(): from p->pos, finds the end of the header block and remembers the fields of
@@ -331,6 +363,8 @@ static enum hdr_end scan_header(struct parser *p, bool message_hdr, uint32_t *b)
     uint32_t start = p->pos, fs = MIME_NONE, fl_end = 0, fe = 0;
 
     p->nhf = 0;
+    for (int k = 0; k < HF_COUNT; k++)
+        p->slot[k] = -1;
     while (p->pos < p->len) {
         uint32_t s = p->pos;
         const uint8_t *nl = memchr(msg + s, '\n', p->len - s);
@@ -392,6 +426,10 @@ static void value(struct parser *p, const struct hfield *f, const uint8_t **v, c
             *v = *e = s;
             return;
         }
+        if (p->val.len == 0) {
+            *v = *e = s; /* only folds: an empty value */
+            return;
+        }
         s = p->val.d;
         end = s + p->val.len;
     }
@@ -427,8 +465,7 @@ static void interpret(struct parser *p, uint32_t i)
 
     if (message_hdr && pt->env != MIME_NONE) {
         static const uint8_t str_ids[] = {HF_DATE, HF_SUBJECT, HF_IN_REPLY_TO, HF_MESSAGE_ID};
-        static const uint8_t addr_ids[] = {HF_FROM, HF_SENDER, HF_REPLY_TO,
-                                           HF_TO,   HF_CC,     HF_BCC};
+        static const uint8_t addr_ids[] = {HF_FROM, HF_SENDER, HF_REPLY_TO, HF_TO, HF_CC, HF_BCC};
         struct mime_str strs[4];
         struct mime_list lists[6];
 
@@ -449,8 +486,7 @@ static void interpret(struct parser *p, uint32_t i)
                 if (p->hf[h].id != addr_ids[k] || lists[k].count >= MIME_ADDRS_MAX)
                     continue;
                 value(p, &p->hf[h], &v, &e);
-                lists[k].count +=
-                    mime_parse_addresses(c, v, e, MIME_ADDRS_MAX - lists[k].count);
+                lists[k].count += mime_parse_addresses(c, v, e, MIME_ADDRS_MAX - lists[k].count);
             }
             if (lists[k].count == 0)
                 lists[k].first = 0;
@@ -637,7 +673,7 @@ int mime_parse(const uint8_t *msg, size_t len, struct mime_msg *m)
         return -ENOMEM;
     p->c.m = m;
     p->c.missing_mailbox = p->c.missing_domain = p->c.syntax_error = nil;
-    p->c.invalid_route = p->c.empty = nil;
+    p->c.invalid_route = nil;
     p->msg = msg != NULL ? msg : empty_msg;
     p->len = (uint32_t) len;
     m->size = (uint32_t) len;

@@ -123,8 +123,7 @@ bool mime_str_eq(const struct mime_msg *m, struct mime_str s, const char *lit)
     return s.off != MIME_NIL_OFF && s.len == n && strncasecmp(m->strs + s.off, lit, n) == 0;
 }
 
-struct mime_str mime_param_find(const struct mime_msg *m, struct mime_list list,
-                                const char *name)
+struct mime_str mime_param_find(const struct mime_msg *m, struct mime_list list, const char *name)
 {
     struct mime_str nil = {MIME_NIL_OFF, 0};
 
@@ -283,8 +282,8 @@ static void split_name(const uint8_t *name, uint32_t len, struct rawp *r)
         q++;
         for (; q < end && *q >= '0' && *q <= '9'; q++) {
             idx = idx * 10 + (uint64_t) (*q - '0');
-            if (idx > 1000000)
-                return; /* absurd section number: keep it as a plain name */
+            if (idx > UINT32_MAX)
+                return; /* no uint32_t section number: keep it as a plain name */
         }
     }
     if (q < end && *q == '*') {
@@ -326,8 +325,8 @@ static bool same_name_ci(const struct mime_ctx *c, const struct rawp *x, const s
 }
 
 /* add_param(): one output parameter; false when the list or the budget is full. */
-static bool add_param(struct mime_ctx *c, struct mime_list *list, const void *name,
-                      size_t name_len, const void *value, size_t value_len)
+static bool add_param(struct mime_ctx *c, struct mime_list *list, const void *name, size_t name_len,
+                      const void *value, size_t value_len)
 {
     struct mime_msg *m = c->m;
     struct mime_param *pp;
@@ -353,8 +352,7 @@ static bool add_param(struct mime_ctx *c, struct mime_list *list, const void *na
 
 /* merge_group(): output the continuations R[0..n) of one name (sorted by section): merged into
  * one value when the sections are 0..n-1, else each under its own name*N[*]. */
-static void merge_group(struct mime_ctx *c, struct mime_list *list, const struct rawp *r,
-                        size_t n)
+static void merge_group(struct mime_ctx *c, struct mime_list *list, const struct rawp *r, size_t n)
 {
     bool ok = true, have_ext = false;
     struct mime_sbuf *t = &c->tmp;
@@ -453,8 +451,8 @@ static void params(struct mime_ctx *c, struct lex *l, struct mime_list *list)
             /* Dovecot's workaround for name==?utf-8?b?...?= */
             const uint8_t *s = l->p;
 
-            while (l->p < l->e && *l->p != ';' && *l->p != ' ' && *l->p != '\t' &&
-                   *l->p != '\r' && *l->p != '\n')
+            while (l->p < l->e && *l->p != ';' && *l->p != ' ' && *l->p != '\t' && *l->p != '\r' &&
+                   *l->p != '\n')
                 l->p++;
             mime_sbuf_add(c, &c->tmp, s, (size_t) (l->p - s));
         } else {
@@ -544,6 +542,12 @@ bool mime_parse_content_type(struct mime_ctx *c, const uint8_t *v, const uint8_t
         return false;
     p->type = mime_intern(c, type, type_len);
     p->subtype = mime_intern(c, sub, sub_len);
+    if (mime_str_is_nil(p->type) || mime_str_is_nil(p->subtype)) {
+        /* lost to MIME_STRS_MAX: both NIL, so the default type applies */
+        p->type.off = p->subtype.off = MIME_NIL_OFF;
+        p->type.len = p->subtype.len = 0;
+        return false;
+    }
     params(c, &l, &p->params);
     return true;
 }
@@ -594,8 +598,7 @@ void mime_parse_language(struct mime_ctx *c, const uint8_t *v, const uint8_t *e,
             m->flags |= MIME_MSG_TRUNCATED;
             break;
         }
-        if (!mime_grow(c, (void **) &m->langs, &m->langs_cap, m->nlangs + 1,
-                       sizeof(*m->langs)))
+        if (!mime_grow(c, (void **) &m->langs, &m->langs_cap, m->nlangs + 1, sizeof(*m->langs)))
             break;
         m->langs[m->nlangs] = mime_intern(c, tag, tag_len);
         if (p->language.count == 0)
@@ -733,9 +736,8 @@ static size_t domain(struct mime_ctx *c, struct lex *l, size_t from)
                 return c->tmp.len - from;
             }
         }
-        /* missing ']': the rest is the domain */
-        mime_sbuf_add(c, &c->tmp, s, (size_t) (l->e - s));
-        return c->tmp.len - from;
+        /* missing ']': no domain (Dovecot: MISSING_DOMAIN), the rest is garbage */
+        return 0;
     }
     while (run(c, l, MIME_C_ATEXT, true, &c->tmp) > 0 && dots(c, l))
         ;
@@ -745,6 +747,8 @@ static size_t domain(struct mime_ctx *c, struct lex *l, size_t from)
 
 static struct mime_str tmp_str(struct mime_ctx *c, size_t from)
 {
+    if (c->tmp.len == from)
+        return mime_intern(c, "", 0); /* c->tmp.d may still be NULL */
     return mime_intern(c, c->tmp.d + from, c->tmp.len - from);
 }
 
@@ -898,8 +902,7 @@ static bool group(struct mime_ctx *c, struct lex *l, struct abuild *ab, bool *is
     return ok && c->err == 0;
 }
 
-uint32_t mime_parse_addresses(struct mime_ctx *c, const uint8_t *v, const uint8_t *e,
-                              uint32_t max)
+uint32_t mime_parse_addresses(struct mime_ctx *c, const uint8_t *v, const uint8_t *e, uint32_t max)
 {
     struct lex l = {v, e, NULL, NULL};
     struct abuild ab;

@@ -66,8 +66,10 @@ int mime_section_range(const struct mime_msg *m, const char *section, size_t len
         path = true;
         if (m->parts[i].kind == MIME_KIND_MULTIPART)
             i = nth_child(m, i, n);
-        else if (n != 1)
-            i = MIME_NONE; /* a non-multipart has only part 1: itself */
+        else if (n != 1 ||
+                 (s < e && *s >= '0' && *s <= '9' && m->parts[i].kind != MIME_KIND_MESSAGE))
+            i = MIME_NONE; /* a non-multipart has only part 1, itself; a path goes on only
+                              into a message/rfc822 (Dovecot's imap_msgpart_find()) */
         if (i == MIME_NONE)
             return -ENOENT;
         if (m->parts[i].kind == MIME_KIND_MESSAGE && s < e && *s >= '0' && *s <= '9') {
@@ -108,8 +110,8 @@ int mime_section_range(const struct mime_msg *m, const char *section, size_t len
         i = m->parts[i].child;
     }
     p = &m->parts[i];
-    *out = *kind == MIME_SECTION_TEXT ? span(p->body_off, p->body_end)
-                                      : span(p->hdr_off, p->body_off);
+    *out =
+        *kind == MIME_SECTION_TEXT ? span(p->body_off, p->body_end) : span(p->hdr_off, p->body_off);
     return 0;
 }
 
@@ -125,7 +127,7 @@ static bool listed(const uint8_t *name, size_t len, const char *const *fields, s
 }
 
 int mime_header_fields(const uint8_t *msg, struct mime_range hdr, const char *const *fields,
-                       size_t nfields, bool not, struct mime_buf *out)
+                       size_t nfields, bool exclude, struct mime_buf *out)
 {
     const uint8_t *s = msg + hdr.off, *e = s + hdr.len;
     const uint8_t *field = NULL; /* start of the current field */
@@ -152,11 +154,11 @@ int mime_header_fields(const uint8_t *msg, struct mime_range hdr, const char *co
             name_end = colon != NULL ? colon : ce;
             while (colon != NULL && name_end > s && (name_end[-1] == ' ' || name_end[-1] == '\t'))
                 name_end--;
-            keep = listed(s, (size_t) (name_end - s), fields, nfields) != not;
+            keep = listed(s, (size_t) (name_end - s), fields, nfields) != exclude;
             field = s;
         } else if (field == NULL) {
             /* continuation lines before any field: a field without a name */
-            keep = not;
+            keep = exclude;
             field = s;
         }
         s = next;
