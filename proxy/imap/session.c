@@ -1638,8 +1638,9 @@ struct append_job {
     uv_work_t work;
     struct imap_sess *s;
     char tag[IMAP_PARSER_TAG_MAX + 1];
-    const uint8_t *data; /* the literal, in the command's arena (s->cur) */
+    const uint8_t *data; /* the literal, in the command's arena (s->cur), or crlf */
     size_t len;
+    uint8_t *crlf; /* the literal with bare LFs made CRLF (malloc), when it had any */
     uint8_t hash[BODY_HASH_LEN];
     uint8_t *mime;
     size_t mime_len;
@@ -1672,13 +1673,41 @@ static void append_committed(void *arg, int status, uint64_t index, const Tern__
         }
     }
     free(j->mime);
+    free(j->crlf);
     free(j);
     imap_done(s);
+}
+
+/* crlf_copy(): P with every bare LF made CRLF (RFC 5322 line ends; POP3 and IMAP sizes then
+ * count what is sent), or NULL when there is none (or no memory: stored as is). */
+static uint8_t *crlf_copy(const uint8_t *p, size_t n, size_t *outn)
+{
+    size_t bare = 0;
+    for (size_t i = 0; i < n; i++)
+        bare += p[i] == '\n' && (i == 0 || p[i - 1] != '\r');
+    if (bare == 0)
+        return NULL;
+    uint8_t *o = malloc(n + bare);
+    if (o == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+            o[k++] = '\r';
+        o[k++] = p[i];
+    }
+    *outn = k;
+    return o;
 }
 
 static void append_work(uv_work_t *w)
 {
     struct append_job *j = w->data;
+    size_t n;
+    if ((j->crlf = crlf_copy(j->data, j->len, &n)) != NULL) {
+        j->data = j->crlf;
+        j->len = n;
+    }
     j->rv = body_put(net_conn_node(j->s->c)->db, j->data, j->len, j->hash);
     struct mime_msg m = {0};
     if (j->rv == 0 && mime_parse(j->data, j->len, &m) == 0) {

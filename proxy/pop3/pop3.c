@@ -36,6 +36,7 @@
 #include "smtp_parse.h" /* base64 and SASL PLAIN */
 
 #define POP3_IDLE_MS       (10 * 60 * 1000)
+#define POP3_SASL_LINE_MAX 4096 /* RFC 5034 4: a long SASL response goes on its own line */
 #define POP3_FAIL_DELAY_MS 1000  /* a failed login is answered after this */
 #define POP3_FAILURES_MAX  3
 #define POP3_ERRORS_MAX    20
@@ -614,7 +615,7 @@ static void session_input(void *arg, struct net_conn *c)
             return;
         const uint8_t *lf = memchr(p, '\n', len);
         if (lf == NULL) {
-            if (len > POP3_LINE_MAX) {
+            if (len > (s->sasl_wait ? POP3_SASL_LINE_MAX : POP3_LINE_MAX)) {
                 net_conn_consume(c, len);
                 if (!s->skipping) {
                     s->skipping = true;
@@ -634,15 +635,16 @@ static void session_input(void *arg, struct net_conn *c)
         }
         if (n && p[n - 1] == '\r')
             n--;
-        if (n > POP3_LINE_MAX || memchr(p, 0, n)) {
+        size_t max = s->sasl_wait ? POP3_SASL_LINE_MAX : POP3_LINE_MAX;
+        if (n > max || memchr(p, 0, n)) {
             net_conn_consume(c, eat);
             s->sasl_wait = false;
-            out(s, n > POP3_LINE_MAX ? "-ERR Line too long" : "-ERR NUL byte in command");
+            out(s, n > max ? "-ERR Line too long" : "-ERR NUL byte in command");
             if (error(s))
                 return;
             continue;
         }
-        char line[POP3_LINE_MAX + 1];
+        char line[POP3_SASL_LINE_MAX + 1];
         memcpy(line, p, n);
         line[n] = 0;
         net_conn_consume(c, eat);

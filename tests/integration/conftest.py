@@ -710,3 +710,544 @@ def user_usage(t, addr):
     """(used_bytes, used_messages) from user show."""
     rec = t.ctl("user", "show", addr).ok().records[0]
     return int(rec["used_bytes"]), int(rec["used_messages"])
+
+
+# ---------------------------------------------------------------------------------------
+# IMAP: a ternd with the SMTP and IMAP listeners, and a raw IMAP client
+
+IMAP_LISTENERS = ("imap", "imaps")
+IMAP_TIMEOUT = 10.0  # every socket operation of RawIMAP and of imap_client()
+
+
+def imap_port_sets(listeners=SMTP_LISTENERS + IMAP_LISTENERS):
+    """(--set arguments, {listener: port}): like smtp_port_sets(), with LISTENERS on."""
+    args, ports = [], {}
+    for key in addr_keys():
+        sec, _, name = key.partition(".")
+        if sec != "listen":
+            args += ["--set", f"{key}=127.0.0.1:{free_port()}"]
+        elif name in listeners:
+            ports[name] = free_port()
+            args += ["--set", f"{key}=127.0.0.1:{ports[name]}"]
+        else:
+            args += ["--set", f"{key}="]
+    return args, ports
+
+
+def imap_node(cluster, sets=(), **kw):
+    """An unstarted Ternd of CLUSTER with the SMTP and IMAP listeners; t.smtp_ports and
+    t.imap_ports map listener names to ports (kept across restarts)."""
+    args, ports = imap_port_sets()
+    t = cluster.node(ports=args, sets=list(sets), **kw)
+    t.smtp_ports = {k: v for k, v in ports.items() if k in SMTP_LISTENERS}
+    t.imap_ports = {k: v for k, v in ports.items() if k in IMAP_LISTENERS}
+    return t
+
+
+def imap_client(t, user=None, password=None, tls=False, timeout=IMAP_TIMEOUT):
+    """An imaplib client on T's IMAP listener (IMAPS when TLS), logged in when USER is
+    given. Every socket operation is bounded by TIMEOUT."""
+    import imaplib
+
+    if tls:
+        m = imaplib.IMAP4_SSL("127.0.0.1", t.imap_ports["imaps"],
+                              ssl_context=tls_client_context(), timeout=timeout)
+    else:
+        m = imaplib.IMAP4("127.0.0.1", t.imap_ports["imap"], timeout=timeout)
+    if user is not None:
+        typ, _ = m.login(user, password)
+        assert typ == "OK"
+    return m
+
+
+class ImapClosed(Exception):
+    """The server closed the connection where a response was expected."""
+
+
+class RawIMAP:
+    """An IMAP client that sends exactly the bytes it is given. Every read is bounded by
+    TIMEOUT. Responses are lines (bytes, without CRLF) in which a literal {n} is kept
+    inline: the line continues with the n octets and whatever follows them."""
+
+    def __init__(self, port, host="127.0.0.1", tls=False, timeout=IMAP_TIMEOUT, greet=True):
+        self.timeout = timeout
+        self.s = socket.create_connection((host, port), timeout=timeout)
+        self.s.settimeout(timeout)
+        if tls:
+            self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
+            self.s.settimeout(timeout)
+        self.buf = b""
+        self.n = 0
+        self.greeting = self.line() if greet else None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.s.sendall(data)
+
+    def _fill(self):
+        try:
+            chunk = self.s.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise ImapClosed(str(e)) from e
+        except OSError as e:
+            if isinstance(e, (socket.timeout, TimeoutError)):
+                raise
+            raise ImapClosed(str(e)) from e  # TLS: an abrupt close
+        if not chunk:
+            raise ImapClosed("EOF")
+        self.buf += chunk
+
+    def line(self):
+        """One response line, literals included inline (bytes, without the final CRLF)."""
+        out = b""
+        while True:
+            while b"\r\n" not in self.buf:
+                self._fill()
+            ln, _, self.buf = self.buf.partition(b"\r\n")
+            out += ln
+            m = re.search(rb"\{(\d+)\}$", ln)
+            if not m:
+                return out
+            n = int(m.group(1))
+            out += b"\r\n"
+            while len(self.buf) < n:
+                self._fill()
+            out += self.buf[:n]
+            self.buf = self.buf[n:]
+
+    def tag(self):
+        self.n += 1
+        return f"T{self.n}"
+
+    def read_until_tagged(self, tag):
+        """(untagged and continuation lines, the tagged line) up to TAG's completion."""
+        tag = tag.encode() if isinstance(tag, str) else tag
+        lines = []
+        while True:
+            ln = self.line()
+            if ln.startswith(tag + b" "):
+                return lines, ln
+            lines.append(ln)
+
+    def cmd(self, text, tag=None):
+        """Sends 'TAG TEXT' CRLF; returns (untagged lines, tagged line)."""
+        tag = tag or self.tag()
+        data = text.encode() if isinstance(text, str) else text
+        self.send(tag.encode() + b" " + data + b"\r\n")
+        return self.read_until_tagged(tag)
+
+    def ok(self, text):
+        """cmd() that asserts OK; returns the untagged lines."""
+        tag = self.tag()
+        lines, done = self.cmd(text, tag)
+        assert done.startswith(f"{tag} OK".encode()), (text, lines[-5:], done)
+        return lines
+
+    def login(self, user, password):
+        self.ok(f'LOGIN "{user}" "{password}"')
+        return self
+
+    def quiet(self, timeout=0.5):
+        """True when the server sends nothing (and does not close) for TIMEOUT seconds."""
+        if self.buf:
+            return False
+        self.s.settimeout(timeout)
+        try:
+            chunk = self.s.recv(65536)
+            self.buf += chunk
+            return False
+        except (socket.timeout, TimeoutError):
+            return True
+        except OSError:
+            return False
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def closed(self, timeout=None):
+        """True when the server closes the connection within TIMEOUT; what it sent before
+        is kept in self.buf."""
+        self.s.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            while True:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except OSError:
+            return True
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def imap_parse(data, pos=0):
+    """Parses IMAP response data (bytes, literals inline as RawIMAP.line() keeps them) into
+    Python values: a list of items, where ( ... ) is a list, an atom is a str (bracketed
+    parts such as BODY[HEADER.FIELDS (SUBJECT)]<0> stay in the atom), a quoted string or a
+    literal is bytes and NIL is None."""
+    items, pos = _imap_items(data, pos, None)
+    return items
+
+
+def _imap_items(data, pos, close):
+    out = []
+    n = len(data)
+    while True:
+        while pos < n and data[pos : pos + 1] == b" ":
+            pos += 1
+        if pos >= n:
+            assert close is None, f"unclosed list in {data[:200]!r}"
+            return out, pos
+        ch = data[pos : pos + 1]
+        if ch == b")":
+            assert close == b")", f"unexpected ) at {pos} in {data[:200]!r}"
+            return out, pos + 1
+        if ch == b"(":
+            sub, pos = _imap_items(data, pos + 1, b")")
+            out.append(sub)
+        elif ch == b'"':
+            pos += 1
+            val = bytearray()
+            while data[pos : pos + 1] != b'"':
+                if data[pos : pos + 1] == b"\\":
+                    pos += 1
+                val += data[pos : pos + 1]
+                pos += 1
+                assert pos < n, f"unterminated quoted string in {data[:200]!r}"
+            out.append(bytes(val))
+            pos += 1
+        elif ch == b"{":
+            end = data.index(b"}", pos)
+            size = int(data[pos + 1 : end].rstrip(b"+"))
+            assert data[end + 1 : end + 3] == b"\r\n", f"bad literal in {data[:200]!r}"
+            start = end + 3
+            out.append(data[start : start + size])
+            pos = start + size
+        else:
+            start = pos
+            depth = 0
+            while pos < n:
+                c = data[pos : pos + 1]
+                if c == b"[":
+                    depth += 1
+                elif c == b"]":
+                    depth -= 1
+                elif depth == 0 and c in (b" ", b"(", b")"):
+                    break
+                pos += 1
+            atom = data[start:pos].decode("utf-8", "replace")
+            # a literal right after a section name: "BODY[] {5}\r\n..." is two items anyway
+            out.append(None if atom.upper() == "NIL" else atom)
+
+
+def imap_fetch(line):
+    """'* 3 FETCH (UID 7 FLAGS (\\Seen) BODY[] {5}...)' -> (3, {'UID': '7', 'FLAGS': [...],
+    'BODY[]': b'...'}), item names upper-cased."""
+    items = imap_parse(line)
+    assert len(items) == 4 and items[0] == "*" and items[2].upper() == "FETCH", line[:200]
+    kv = items[3]
+    assert len(kv) % 2 == 0, f"odd FETCH item list: {line[:300]!r}"
+    return int(items[1]), {kv[i].upper(): kv[i + 1] for i in range(0, len(kv), 2)}
+
+
+def imap_fetches(lines):
+    """{msn: items} of every untagged FETCH among LINES (later ones merged into earlier)."""
+    out = {}
+    for ln in lines:
+        if re.match(rb"\* \d+ FETCH ", ln):
+            msn, kv = imap_fetch(ln)
+            out.setdefault(msn, {}).update(kv)
+    return out
+
+
+def imap_seqset_members(text):
+    """'1:3,7' -> [1, 2, 3, 7] (no '*')."""
+    out = []
+    for part in text.split(","):
+        if ":" in part:
+            a, b = (int(x) for x in part.split(":"))
+            out += range(min(a, b), max(a, b) + 1)
+        elif part:
+            out.append(int(part))
+    return sorted(set(out))
+
+
+def _raw_imap_append(self, mailbox, msg, flags=None, date=None, expect="OK"):
+    """APPEND MSG (bytes) to MAILBOX with a LITERAL+ literal; returns (uid from APPENDUID
+    or None, the tagged line)."""
+    tag = self.tag()
+    args = '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if flags is not None:
+        args += " (" + " ".join(flags) + ")"
+    if date is not None:
+        args += f' "{date}"'
+    self.send(f"{tag} APPEND {args} {{{len(msg)}+}}\r\n".encode() + msg + b"\r\n")
+    lines, done = self.read_until_tagged(tag)
+    assert done.startswith(f"{tag} {expect}".encode()), (mailbox, done)
+    m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", done)
+    return (int(m.group(2)) if m else None), done
+
+
+RawIMAP.append = _raw_imap_append
+
+IMAP_DOMAIN = "imap.test"
+IMAP_PW = "imap-secret"
+
+
+@pytest.fixture(scope="session")
+def imap_t():
+    """One ternd with SMTP and IMAP listeners shared by the IMAP test modules (each test
+    makes its own users with imap_user()). Tests that may crash or restart ternd use a
+    ternd of their own."""
+    need_binaries()
+    c = Cluster()
+    t = imap_node(c).start()
+    t.ctl("domain", "add", IMAP_DOMAIN).ok()
+    yield t
+    c.close(keep=os.environ.get("TERN_KEEP_TMP"))
+
+
+_imap_users = iter(range(1, 1 << 30))
+
+
+def imap_user(t, prefix="u", domain=IMAP_DOMAIN, password=IMAP_PW):
+    """A new account on T; returns its address."""
+    addr = f"{prefix}{next(_imap_users)}@{domain}"
+    t.ctl("user", "add", addr, password=password).ok()
+    return addr
+
+
+@pytest.fixture
+def imap(imap_t):
+    """Factory of RawIMAP connections to imap_t, closed at teardown:
+    imap(user) is logged in, imap() is not; tls=True uses the IMAPS listener."""
+    opened = []
+
+    def open_(user=None, tls=False, t=None, password=IMAP_PW, timeout=IMAP_TIMEOUT):
+        t = t or imap_t
+        r = RawIMAP(t.imap_ports["imaps" if tls else "imap"], tls=tls, timeout=timeout)
+        opened.append(r)
+        if user is not None:
+            r.login(user, password)
+        return r
+
+    yield open_
+    for r in opened:
+        r.close()
+
+
+def smtp_deliver(t, rcpts, msg, sender="sender@far.example"):
+    """Delivers MSG (bytes, CRLF line ends) through T's SMTP (MX) listener."""
+    import smtplib
+
+    if isinstance(rcpts, str):
+        rcpts = [rcpts]
+    s = smtplib.SMTP("127.0.0.1", t.smtp_ports["smtp"], timeout=SMTP_TIMEOUT)
+    try:
+        refused = s.sendmail(sender, rcpts, msg)
+        assert not refused, refused
+    finally:
+        try:
+            s.quit()
+        except Exception:
+            s.close()
+
+
+# ---------------------------------------------------------------------------------------
+# POP3: a ternd with the SMTP, IMAP and POP3 listeners, and a raw POP3 client
+
+POP3_LISTENERS = ("pop3", "pop3s")
+POP3_TIMEOUT = 10.0  # every socket operation of RawPOP3 and of pop3_client()
+
+
+def pop3_node(cluster, sets=(), **kw):
+    """An unstarted Ternd of CLUSTER with the SMTP, IMAP and POP3 listeners; t.smtp_ports,
+    t.imap_ports and t.pop3_ports map listener names to ports (kept across restarts)."""
+    args, ports = imap_port_sets(SMTP_LISTENERS + IMAP_LISTENERS + POP3_LISTENERS)
+    t = cluster.node(ports=args, sets=list(sets), **kw)
+    t.smtp_ports = {k: v for k, v in ports.items() if k in SMTP_LISTENERS}
+    t.imap_ports = {k: v for k, v in ports.items() if k in IMAP_LISTENERS}
+    t.pop3_ports = {k: v for k, v in ports.items() if k in POP3_LISTENERS}
+    return t
+
+
+def pop3_client(t, user=None, password=None, tls=False, timeout=POP3_TIMEOUT):
+    """A poplib client on T's POP3 listener (POP3S when TLS), logged in with USER/PASS when
+    USER is given. Every socket operation is bounded by TIMEOUT."""
+    import poplib
+
+    if tls:
+        p = poplib.POP3_SSL("127.0.0.1", t.pop3_ports["pop3s"], timeout=timeout,
+                            context=tls_client_context())
+    else:
+        p = poplib.POP3("127.0.0.1", t.pop3_ports["pop3"], timeout=timeout)
+    if user is not None:
+        p.user(user)
+        resp = p.pass_(password)
+        assert resp.startswith(b"+OK"), resp
+    return p
+
+
+class Pop3Closed(Exception):
+    """The server closed the connection where a response was expected."""
+
+
+class RawPOP3:
+    """A POP3 client that sends exactly the bytes it is given. Every read is bounded by
+    TIMEOUT. Lines are bytes without the CRLF; multi-line responses are returned as sent,
+    dot-stuffing included."""
+
+    def __init__(self, port, host="127.0.0.1", tls=False, timeout=POP3_TIMEOUT, greet=True,
+                 prefix=b""):
+        self.timeout = timeout
+        self.s = socket.create_connection((host, port), timeout=timeout)
+        self.s.settimeout(timeout)
+        if prefix:  # a PROXY header, before anything else
+            self.s.sendall(prefix)
+        if tls:
+            self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
+            self.s.settimeout(timeout)
+        self.buf = b""
+        self.greeting = self.line() if greet else None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.s.sendall(data)
+
+    def _fill(self):
+        try:
+            chunk = self.s.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise Pop3Closed(str(e)) from e
+        except OSError as e:
+            if isinstance(e, (socket.timeout, TimeoutError)):
+                raise
+            raise Pop3Closed(str(e)) from e  # TLS: an abrupt close
+        if not chunk:
+            raise Pop3Closed("EOF")
+        self.buf += chunk
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            assert len(self.buf) < 1 << 24, "response line without CRLF"
+            self._fill()
+        ln, _, self.buf = self.buf.partition(b"\r\n")
+        return ln
+
+    def cmd(self, line):
+        """Sends LINE + CRLF and returns the first response line."""
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.line()
+
+    def ok(self, line):
+        got = self.cmd(line)
+        assert got.startswith(b"+OK"), (line, got)
+        return got
+
+    def err(self, line):
+        got = self.cmd(line)
+        assert got.startswith(b"-ERR"), (line, got)
+        return got
+
+    def body(self):
+        """The lines of a multi-line response up to (without) the terminating '.', exactly
+        as sent (still dot-stuffed)."""
+        out = []
+        while True:
+            ln = self.line()
+            if ln == b".":
+                return out
+            out.append(ln)
+
+    def multi(self, line):
+        """Sends LINE, asserts +OK; returns (first line, body lines as sent)."""
+        first = self.ok(line)
+        return first, self.body()
+
+    def login(self, user, password):
+        self.ok(f"USER {user}")
+        self.ok(f"PASS {password}")
+        return self
+
+    def stls(self):
+        got = self.ok("STLS")
+        assert self.buf == b"", f"server sent {self.buf!r} after +OK to STLS"
+        self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
+        self.s.settimeout(self.timeout)
+        return got
+
+    def quiet(self, timeout=0.5):
+        """True when the server sends nothing (and does not close) for TIMEOUT seconds."""
+        if self.buf:
+            return False
+        self.s.settimeout(timeout)
+        try:
+            chunk = self.s.recv(65536)
+            self.buf += chunk
+            return False
+        except (socket.timeout, TimeoutError):
+            return True
+        except OSError:
+            return False
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def closed(self, timeout=None):
+        """True when the server closes the connection within TIMEOUT; what it sent before
+        is kept in self.buf."""
+        self.s.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            while True:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except OSError:
+            return True
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
