@@ -51,6 +51,30 @@ struct fetch {
 
 static int add_item(struct fetch *f, const struct imap_arg *a, const char **why);
 
+/* spec_valid(): RFC 3501 9 section-spec: [nz-number *("." nz-number) ["."]] then HEADER,
+ * HEADER.FIELDS[.NOT] (which need a field list), TEXT, or MIME (only after a part). */
+static bool spec_valid(const char *spec, bool has_list)
+{
+    const char *p = spec;
+    bool part = false;
+    while (*p >= '1' && *p <= '9') {
+        while (*p >= '0' && *p <= '9')
+            p++;
+        part = true;
+        if (*p == 0)
+            return !has_list;
+        if (*p++ != '.')
+            return false;
+    }
+    if (*p == 0)
+        return !part && !has_list; /* "" is the whole message */
+    if (strcasecmp(p, "HEADER.FIELDS") == 0 || strcasecmp(p, "HEADER.FIELDS.NOT") == 0)
+        return has_list;
+    if (strcasecmp(p, "HEADER") == 0 || strcasecmp(p, "TEXT") == 0)
+        return !has_list;
+    return part && strcasecmp(p, "MIME") == 0 && !has_list;
+}
+
 static int add_section(struct fetch *f, const struct imap_arg *a, bool peek, const char **why)
 {
     if (f->nsect == FETCH_SECTIONS_MAX) {
@@ -90,6 +114,11 @@ static int add_section(struct fetch *f, const struct imap_arg *a, bool peek, con
             *why = "Bad section";
             return -1;
         }
+    }
+    bool has_list = a->count > 1;
+    if (!spec_valid(x->spec, has_list) || (has_list && x->nfields == 0)) {
+        *why = "Invalid section";
+        return -1;
     }
     /* label: BODY[<what was inside the brackets, as sent>]<origin> */
     const char *lb = strchr(a->str, '[');
