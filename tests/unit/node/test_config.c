@@ -142,7 +142,7 @@ static void test_defaults(void **state)
     assert_string_equal(config_str(cfg, "raft", "address"), "127.0.0.1:7001");
     assert_int_equal(config_uint(cfg, "raft", "election_timeout_ms"), 1000);
     assert_int_equal(config_uint(cfg, "raft", "heartbeat_ms"), 100);
-    assert_int_equal(config_uint(cfg, "raft", "snapshot_threshold"), 1024);
+    assert_int_equal(config_uint(cfg, "raft", "snapshot_threshold"), 16384);
     assert_int_equal(config_uint(cfg, "raft", "snapshot_trailing"), 128);
     assert_string_equal(config_str(cfg, "log", "level"), "info");
     assert_string_equal(config_str(cfg, "listen", "smtp"), "127.0.0.1:2525");
