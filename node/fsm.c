@@ -902,7 +902,7 @@ static void op_mailbox_subscribe(struct tx *t, const Tern__MailboxSubscribe *op)
 
 /* ---- handlers: delivery ---- */
 
-static bool flag_valid(const char *f)
+bool fsm_flag_valid(const char *f)
 {
     size_t n = strnlen(f, 256);
     if (n == 0 || n >= 256)
@@ -960,7 +960,7 @@ static void op_deliver(struct tx *t, const Tern__Deliver *op)
         }
         bool flags_ok = tg->n_flags <= 64;
         for (size_t j = 0; flags_ok && j < tg->n_flags; j++)
-            flags_ok = flag_valid(tg->flags[j]);
+            flags_ok = fsm_flag_valid(tg->flags[j]);
         if (!flags_ok || m->uidnext == UINT32_MAX) {
             o->status = RESULT_INVALID;
             continue;
@@ -1110,7 +1110,7 @@ static bool flags_ok(char **flags, size_t n)
     if (n > FSM_FLAGS_MAX)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (!flag_valid(flags[i]))
+        if (!fsm_flag_valid(flags[i]))
             return false;
     return true;
 }

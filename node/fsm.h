@@ -15,6 +15,7 @@
 #ifndef TERN_FSM_H
 #define TERN_FSM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,6 +78,11 @@ void fsm_close(struct fsm *f);
 void fsm_set_event_cb(struct fsm *f, fsm_event_cb *cb, void *ctx);
 /* fsm_applied_index(): the last index written to the store (any thread). */
 uint64_t fsm_applied_index(struct fsm *f);
+
+/* fsm_flag_valid(): F is a flag the FSM stores: an IMAP atom of at most 255 octets, a
+ * backslash only first (system flags), no list wildcards. Frontends check it before they
+ * propose, so a bad flag is their BAD, not a refused command. */
+bool fsm_flag_valid(const char *f);
 
 /* The hooks for raft/consensus.h; the context is the struct fsm. */
 struct cons_fsm fsm_hooks(struct fsm *f);

@@ -421,6 +421,7 @@ void imap_cmd_fetch(struct imap_sess *s, struct imap_cmd *cmd)
     f->s = s;
     f->cmd = cmd;
     int rv = 0;
+    bool vanished = false;
     const struct imap_arg *items = &cmd->args[1];
     if (items->type == IMAP_ARG_LIST) {
         for (size_t i = 0; rv == 0 && i < items->count; i++)
@@ -440,11 +441,17 @@ void imap_cmd_fetch(struct imap_sess *s, struct imap_cmd *cmd)
                 f->changedsince = strtoull(m->list[i + 1].str, NULL, 10);
                 s->condstore = true;
                 i++;
-            } else if (!imap_arg_atom_equals(&m->list[i], "VANISHED")) {
+            } else if (imap_arg_atom_equals(&m->list[i], "VANISHED")) {
+                vanished = true;
+            } else {
                 rv = -1;
                 why = "Unknown FETCH modifier";
             }
         }
+    }
+    if (rv == 0 && vanished && (!cmd->uid || !f->changedsince || !s->qresync)) {
+        rv = -1; /* RFC 7162 3.2.6: UID FETCH with CHANGEDSINCE, QRESYNC enabled */
+        why = "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC";
     }
     if (rv != 0) {
         imap_seqset_free(&set);
@@ -452,6 +459,8 @@ void imap_cmd_fetch(struct imap_sess *s, struct imap_cmd *cmd)
         imap_tagged(s, cmd->tag, "BAD", "%s", why);
         return;
     }
+    if (vanished)
+        imap_vanished(s, s->v->id, f->changedsince, &set);
     f->n = imap_view_uids(s->v, &set, cmd->uid, &f->uids);
     imap_seqset_free(&set);
     if (f->n < 0) {

@@ -83,6 +83,9 @@ long imap_view_uids(const struct imap_view *v, const struct imap_seqset *set, bo
 /* imap_flush_updates(): tells the client what changed elsewhere. EXPUNGEs only when
  * ALLOW_EXPUNGE (never during FETCH, STORE, SEARCH: RFC 3501 7.4.1). */
 void imap_flush_updates(struct imap_sess *s, bool allow_expunge);
+/* imap_vanished(): VANISHED (EARLIER) of expunges after SINCE, within SET (NULL: all). */
+void imap_vanished(struct imap_sess *s, uint64_t mailbox_id, uint64_t since,
+                   const struct imap_seqset *set);
 /* imap_own_store(): MODSEQ was produced by this session's STORE. */
 void imap_own_store(struct imap_sess *s, uint64_t modseq);
 

@@ -40,35 +40,68 @@
 
 void imap_untagged(struct imap_sess *s, const char *fmt, ...)
 {
-    char buf[4096];
+    char *buf = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf - 2, fmt, ap);
+    int n = vasprintf(&buf, fmt, ap); /* any length: UID sets can be long */
     va_end(ap);
     if (n < 0)
         return;
-    if ((size_t) n > sizeof buf - 3)
-        n = (int) sizeof buf - 3;
     net_conn_write(s->c, "* ", 2);
-    buf[n++] = '\r';
-    buf[n++] = '\n';
     net_conn_write(s->c, buf, (size_t) n);
+    net_conn_write(s->c, "\r\n", 2);
+    free(buf);
 }
 
 void imap_tagged(struct imap_sess *s, const char *tag, const char *status, const char *fmt, ...)
 {
-    char buf[2048];
+    char *buf = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    int n = vasprintf(&buf, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    net_conn_printf(s->c, "%s %s %s\r\n", tag, status, buf);
+    net_conn_write(s->c, tag, strlen(tag));
+    net_conn_write(s->c, " ", 1);
+    net_conn_write(s->c, status, strlen(status));
+    net_conn_write(s->c, " ", 1);
+    if (n > 0)
+        net_conn_write(s->c, buf, (size_t) n);
+    net_conn_write(s->c, "\r\n", 2);
+    free(buf);
     if (strcmp(status, "BAD") == 0 && ++s->bad >= IMAP_BAD_MAX) {
         imap_untagged(s, "BYE Too many invalid commands");
         net_conn_close(s->c);
     }
+}
+
+/* uid_set(): the numbers V[0..N) (ascending or not) as an IMAP set "1:3,7" (malloc'd). */
+static char *uid_set(const uint32_t *v, size_t n)
+{
+    size_t cap = 64, o = 0;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    out[0] = 0;
+    for (size_t k = 0; k < n;) {
+        size_t j = k;
+        while (j + 1 < n && v[j + 1] == v[j] + 1)
+            j++;
+        if (o + 32 > cap) {
+            cap *= 2;
+            char *p = realloc(out, cap);
+            if (p == NULL) {
+                free(out);
+                return NULL;
+            }
+            out = p;
+        }
+        if (j > k)
+            o += (size_t) snprintf(out + o, cap - o, "%s%u:%u", k ? "," : "", v[k], v[j]);
+        else
+            o += (size_t) snprintf(out + o, cap - o, "%s%u", k ? "," : "", v[k]);
+        k = j + 1;
+    }
+    return out;
 }
 
 void imap_write_string(struct imap_sess *s, const char *str, size_t len)
@@ -595,14 +628,12 @@ static bool auth_plain(struct imap_sess *s, struct imap_cmd *cmd, const char *ta
         smtp_sasl_plain(dec, dl, &p) != 0) {
         OPENSSL_cleanse(dec, sizeof dec);
         imap_tagged(s, tag, "BAD", "Invalid SASL PLAIN response");
-        imap_cmd_free(cmd);
-        return false;
+        return false; /* CMD stays the caller's (run() frees it) */
     }
     OPENSSL_cleanse(dec, sizeof dec);
     if (p.authzid[0] && strcasecmp(p.authzid, p.authcid) != 0) {
         explicit_bzero(&p, sizeof p);
         imap_tagged(s, tag, "NO", "[AUTHORIZATIONFAILED] Authorization identity not allowed");
-        imap_cmd_free(cmd);
         return false;
     }
     login(s, cmd, tag, p.authcid, strlen(p.authcid), p.passwd, strlen(p.passwd));
@@ -839,6 +870,32 @@ static void cmd_list(struct imap_sess *s, struct imap_cmd *cmd)
                 net_conn_write(s->c, "\r\n", 2);
             }
         }
+        /* levels that exist only as parents of others (RFC 3501 6.3.8: \Noselect) */
+        if (lsub || sel_subscribed || sel_special)
+            continue;
+        struct mbox_list shown = {0};
+        for (size_t k = 0; k < l.n; k++) {
+            char prefix[1024];
+            snprintf(prefix, sizeof prefix, "%s", l.v[k]->name);
+            for (char *slash = strchr(prefix, '/'); slash; slash = strchr(slash + 1, '/')) {
+                *slash = 0;
+                bool exists = false, seen = false;
+                for (size_t q = 0; q < l.n && !exists; q++)
+                    exists = strcmp(l.v[q]->name, prefix) == 0;
+                for (size_t q = 0; q < shown.n && !seen; q++)
+                    seen = strcmp(shown.v[q]->name, prefix) == 0;
+                if (!exists && !seen && match(full, prefix)) {
+                    Tern__MailboxRec tmp = TERN__MAILBOX_REC__INIT;
+                    tmp.name = prefix;
+                    collect_mbox(&shown, &tmp.base);
+                    net_conn_write(s->c, "* LIST (\\Noselect \\HasChildren) \"/\" ", 36);
+                    imap_write_string(s, prefix, strlen(prefix));
+                    net_conn_write(s->c, "\r\n", 2);
+                }
+                *slash = '/';
+            }
+        }
+        mbox_list_free(&shown);
     }
     mbox_list_free(&l);
     imap_tagged(s, cmd->tag, "OK", "%s completed", cmd->name);
@@ -1076,8 +1133,9 @@ struct vanished_ctx {
     uint32_t max_uid;
 };
 
-/* qresync_vanished(): "* VANISHED (EARLIER) uids" of expunges after SINCE. */
-static void qresync_vanished(struct imap_sess *s, uint64_t id, uint64_t since)
+/* imap_vanished(): "* VANISHED (EARLIER) uids" of the expunges in mailbox ID after SINCE,
+ * limited to the UIDs of SET when given (RFC 7162 3.2.5.2, 3.2.6). */
+void imap_vanished(struct imap_sess *s, uint64_t id, uint64_t since, const struct imap_seqset *set)
 {
     struct key lo, hi;
     key_init(&lo, KS_EXPUNGED);
@@ -1087,26 +1145,32 @@ static void qresync_vanished(struct imap_sess *s, uint64_t id, uint64_t since)
     struct db_iter *it = db_iter_open(sdb(s), DB_CF_META, lo.buf, lo.len, hi.buf, hi.len);
     if (it == NULL)
         return;
-    bool any = false;
+    uint32_t *v = NULL;
+    size_t n = 0, cap = 0;
     for (; db_iter_valid(it); db_iter_next(it)) {
         size_t kl, vl;
         const char *k = db_iter_key(it, &kl);
-        const char *v = db_iter_value(it, &vl);
+        const char *val = db_iter_value(it, &vl);
         if (kl != 13)
             continue;
-        Tern__ExpungedRec *x = tern__expunged_rec__unpack(NULL, vl, (const uint8_t *) v);
+        uint32_t uid = be32_get((const uint8_t *) k + 9);
+        if (set && !imap_seqset_contains(set, uid, UINT32_MAX))
+            continue;
+        Tern__ExpungedRec *x = tern__expunged_rec__unpack(NULL, vl, (const uint8_t *) val);
         if (x == NULL)
             continue;
-        if (x->modseq > since) {
-            uint32_t uid = be32_get((const uint8_t *) k + 9);
-            net_conn_printf(s->c, any ? ",%u" : "* VANISHED (EARLIER) %u", uid);
-            any = true;
-        }
+        if (x->modseq > since)
+            u32_push(&v, &n, &cap, uid);
         tern__expunged_rec__free_unpacked(x, NULL);
     }
     db_iter_close(it);
-    if (any)
-        net_conn_write(s->c, "\r\n", 2);
+    if (n) {
+        char *str = uid_set(v, n);
+        if (str)
+            imap_untagged(s, "VANISHED (EARLIER) %s", str);
+        free(str);
+    }
+    free(v);
 }
 
 static void cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
@@ -1182,7 +1246,7 @@ static void cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
         imap_untagged(s, "0 RECENT");
     struct unseen_ctx u = {.s = s};
     if (qr_validity && qr_validity == v->uidvalidity)
-        qresync_vanished(s, v->id, qr_modseq);
+        imap_vanished(s, v->id, qr_modseq, NULL);
     if (qr_validity == v->uidvalidity)
         u.since = qr_modseq;
     model_messages(sdb(s), v->id, 1, UINT32_MAX, scan_unseen, &u);
@@ -1376,13 +1440,18 @@ static void store_done(void *arg, int status, uint64_t index, const Tern__Result
             }
             imap_flush_updates(s, false);
             if (res->n_failed) {
-                char set[4096];
-                size_t o = 0;
-                for (size_t i = 0; i < res->n_failed && o < sizeof set - 16; i++) {
+                uint32_t *v = malloc(res->n_failed * sizeof *v);
+                size_t nv = 0;
+                for (size_t i = 0; v && i < res->n_failed; i++) {
                     uint32_t n = x->by_uid ? res->failed[i] : imap_view_msn(s->v, res->failed[i]);
-                    o += (size_t) snprintf(set + o, sizeof set - o, "%s%u", i ? "," : "", n);
+                    if (n)
+                        v[nv++] = n;
                 }
-                imap_tagged(s, x->tag, "OK", "[MODIFIED %s] Conditional STORE failed", set);
+                char *set = v ? uid_set(v, nv) : NULL;
+                imap_tagged(s, x->tag, "OK", "[MODIFIED %s] Conditional STORE failed",
+                            set ? set : "");
+                free(set);
+                free(v);
             } else {
                 imap_tagged(s, x->tag, "OK", "STORE completed");
             }
@@ -1449,7 +1518,7 @@ static bool cmd_store(struct imap_sess *s, struct imap_cmd *cmd)
     }
     char *flags[FSM_FLAGS_MAX];
     for (size_t k = 0; k < nf; k++) {
-        if (fl[k].type != IMAP_ARG_ATOM || fl[k].len == 0 || fl[k].len > 128) {
+        if (fl[k].type != IMAP_ARG_ATOM || !fsm_flag_valid(fl[k].str)) {
             imap_seqset_free(&set);
             imap_tagged(s, cmd->tag, "BAD", "Invalid flag");
             return false;
@@ -1516,11 +1585,6 @@ struct copy_ctx {
     bool move;
 };
 
-static void uidset_append(char *buf, size_t cap, size_t *o, uint32_t uid, bool first)
-{
-    if (*o < cap - 12)
-        *o += (size_t) snprintf(buf + *o, cap - *o, "%s%u", first ? "" : ",", uid);
-}
 
 static void copy_done(void *arg, int status, uint64_t index, const Tern__Result *res)
 {
@@ -1534,25 +1598,31 @@ static void copy_done(void *arg, int status, uint64_t index, const Tern__Result 
         } else if (res->status != RESULT_OK) {
             imap_tagged(s, x->tag, "NO", "[CANNOT] %s", res->error ? res->error : "refused");
         } else {
-            char src[8192], dst[8192];
-            size_t so = 0, d = 0;
-            for (size_t i = 0; i < res->n_changed; i++) {
-                uidset_append(src, sizeof src, &so, res->changed[i]->uid, i == 0);
-                uidset_append(dst, sizeof dst, &d, res->changed[i]->new_uid, i == 0);
+            uint32_t *a = malloc((res->n_changed ? res->n_changed : 1) * sizeof *a);
+            uint32_t *b = malloc((res->n_changed ? res->n_changed : 1) * sizeof *b);
+            for (size_t i = 0; a && b && i < res->n_changed; i++) {
+                a[i] = res->changed[i]->uid;
+                b[i] = res->changed[i]->new_uid;
             }
-            src[so] = dst[d] = 0;
+            /* COPYUID pairs the two sets in order (RFC 4315 3): both ascending here */
+            char *src = a && b ? uid_set(a, res->n_changed) : NULL;
+            char *dst = a && b ? uid_set(b, res->n_changed) : NULL;
             if (x->move) {
-                if (res->n_changed)
+                if (res->n_changed && src && dst)
                     imap_untagged(s, "OK [COPYUID %u %s %s] Moved", res->uidvalidity, src, dst);
                 for (size_t i = 0; i < res->n_changed; i++)
                     expunged_now(s, res->changed[i]->uid, true);
                 imap_tagged(s, x->tag, "OK", "MOVE completed");
-            } else if (res->n_changed) {
+            } else if (res->n_changed && src && dst) {
                 imap_tagged(s, x->tag, "OK", "[COPYUID %u %s %s] COPY completed", res->uidvalidity,
                             src, dst);
             } else {
                 imap_tagged(s, x->tag, "OK", "COPY completed");
             }
+            free(src);
+            free(dst);
+            free(a);
+            free(b);
         }
     }
     free(x);
@@ -1664,8 +1734,10 @@ static void append_committed(void *arg, int status, uint64_t index, const Tern__
             imap_tagged(s, j->tag, "NO", "[SERVERBUG] Append refused");
         } else if (res->delivered[0]->status == RESULT_QUOTA) {
             imap_tagged(s, j->tag, "NO", "[OVERQUOTA] Quota exceeded");
-        } else if (res->delivered[0]->status != RESULT_OK) {
+        } else if (res->delivered[0]->status == RESULT_NOTFOUND) {
             imap_tagged(s, j->tag, "NO", "[TRYCREATE] Mailbox gone");
+        } else if (res->delivered[0]->status != RESULT_OK) {
+            imap_tagged(s, j->tag, "NO", "[CANNOT] Message refused");
         } else {
             imap_flush_updates(s, true);
             imap_tagged(s, j->tag, "OK", "[APPENDUID %u %u] APPEND completed", j->uidvalidity,
@@ -1735,6 +1807,7 @@ static void append_stored(uv_work_t *w, int status)
     d.body_hash.data = j->hash;
     d.body_hash.len = BODY_HASH_LEN;
     d.size = j->len;
+    d.has_internal_date = j->idate != 0;
     d.internal_date = j->idate;
     d.n_targets = 1;
     d.targets = &tp;
@@ -1827,10 +1900,17 @@ static bool cmd_append(struct imap_sess *s, struct imap_cmd *cmd)
         return false;
     }
     if (flags) {
-        for (size_t k = 0; k < flags->count && j->nflags < FSM_FLAGS_MAX; k++)
-            if (flags->list[k].type == IMAP_ARG_ATOM &&
-                strcasecmp(flags->list[k].str, "\\Recent") != 0)
-                j->flags[j->nflags++] = (char *) flags->list[k].str;
+        for (size_t k = 0; k < flags->count; k++) {
+            const struct imap_arg *fa = &flags->list[k];
+            if (fa->type != IMAP_ARG_ATOM || !fsm_flag_valid(fa->str) ||
+                j->nflags == FSM_FLAGS_MAX) {
+                free(j);
+                imap_tagged(s, cmd->tag, "BAD", "Invalid flag");
+                return false;
+            }
+            if (strcasecmp(fa->str, "\\Recent") != 0)
+                j->flags[j->nflags++] = (char *) fa->str;
+        }
     }
     j->work.data = j;
     begin_async(s, cmd); /* the literal lives in cmd's arena until imap_done() */
