@@ -92,6 +92,12 @@ void imap_own_store(struct imap_sess *s, uint64_t modseq);
 /* ---- commands in their own files ---- */
 void imap_cmd_fetch(struct imap_sess *s, struct imap_cmd *cmd);  /* fetch.c */
 void imap_cmd_search(struct imap_sess *s, struct imap_cmd *cmd); /* search.c */
+void imap_cmd_sort(struct imap_sess *s, struct imap_cmd *cmd);   /* sort.c */
+void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd); /* sort.c */
+/* imap_search_match(): the sequence numbers (ascending, malloc'd in *OUT) of the messages
+ * that search keys A[0..N) match; -1 with *WHY (a BAD text) when the keys are invalid. */
+long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n,
+                       uint32_t **out, const char **why);
 
 /* imap_done(): ends an asynchronous command: frees it, releases the connection. */
 void imap_done(struct imap_sess *s);

@@ -635,6 +635,41 @@ static bool uses_modseq(const struct skey *k)
     return false;
 }
 
+long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n,
+                       uint32_t **out, const char **why)
+{
+    size_t i = 0;
+    struct skey *root = new_key(SK_AND);
+    *out = NULL;
+    if (root == NULL || n == 0 || parse_list(root, a, n, &i, 0, why) != 0) {
+        skey_free(root);
+        if (*why == NULL)
+            *why = "Missing search key";
+        return -1;
+    }
+    struct imap_view *v = s->v;
+    uint32_t *hits = malloc((v->n ? v->n : 1) * sizeof *hits);
+    size_t nh = 0;
+    for (size_t k = 0; hits && k < v->n; k++) {
+        struct cand c = {.s = s, .msn = (uint32_t) k + 1, .uid = v->uids[k]};
+        c.m = imap_load_message(s, c.uid);
+        if (c.m == NULL)
+            continue;
+        if (eval(root, &c))
+            hits[nh++] = c.msn;
+        tern__message_rec__free_unpacked(c.m, NULL);
+        free(c.body);
+        mime_free(&c.mm);
+    }
+    skey_free(root);
+    if (hits == NULL) {
+        *why = "Out of memory";
+        return -1;
+    }
+    *out = hits;
+    return (long) nh;
+}
+
 void imap_cmd_search(struct imap_sess *s, struct imap_cmd *cmd)
 {
     const struct imap_arg *a = cmd->args;

@@ -33,7 +33,8 @@
 
 #define CAPS_BASE                                                                                  \
     "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "         \
-    "CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH STATUS=SIZE"
+    "CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH STATUS=SIZE "    \
+    "QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT"
 
 
 /* ---- replies ---- */
@@ -474,6 +475,70 @@ static void cmd_enable(struct imap_sess *s, struct imap_cmd *cmd)
     }
     imap_untagged(s, "ENABLED%s", enabled);
     imap_tagged(s, cmd->tag, "OK", "ENABLE completed");
+}
+
+/* ---- QUOTA (RFC 9208): one root, "", per account ---- */
+
+static int mailbox_name(const struct imap_arg *a, char out[1024]);
+
+static void write_quota(struct imap_sess *s)
+{
+    Tern__AccountRec *a = NULL;
+    if (model_account_get(sdb(s), s->account, &a) != 1) {
+        imap_untagged(s, "QUOTA \"\" ()");
+        return;
+    }
+    char res[256] = "";
+    size_t o = 0;
+    if (a->quota_bytes) /* STORAGE is in units of 1024 octets */
+        o += (size_t) snprintf(res + o, sizeof res - o, "STORAGE %" PRIu64 " %" PRIu64,
+                               (a->used_bytes + 1023) / 1024, a->quota_bytes / 1024);
+    if (a->quota_messages)
+        snprintf(res + o, sizeof res - o, "%sMESSAGE %" PRIu64 " %" PRIu64, o ? " " : "",
+                 a->used_messages, a->quota_messages);
+    imap_untagged(s, "QUOTA \"\" (%s)", res);
+    tern__account_rec__free_unpacked(a, NULL);
+}
+
+static void cmd_getquotaroot(struct imap_sess *s, struct imap_cmd *cmd)
+{
+    char name[1024];
+    Tern__MailboxRec *m = NULL;
+    if (cmd->count != 1 || mailbox_name(&cmd->args[0], name) != 0) {
+        imap_tagged(s, cmd->tag, "BAD", "Syntax: GETQUOTAROOT mailbox");
+        return;
+    }
+    if (model_mailbox_by_name(sdb(s), s->account, name, &m) != 1) {
+        imap_tagged(s, cmd->tag, "NO", "[NONEXISTENT] No such mailbox");
+        return;
+    }
+    net_conn_write(s->c, "* QUOTAROOT ", 12);
+    imap_write_string(s, m->name, strlen(m->name));
+    net_conn_write(s->c, " \"\"\r\n", 5);
+    tern__mailbox_rec__free_unpacked(m, NULL);
+    write_quota(s);
+    imap_tagged(s, cmd->tag, "OK", "GETQUOTAROOT completed");
+}
+
+static void cmd_getquota(struct imap_sess *s, struct imap_cmd *cmd)
+{
+    size_t n;
+    const char *root = cmd->count == 1 ? imap_arg_astring(&cmd->args[0], &n) : NULL;
+    if (root == NULL) {
+        imap_tagged(s, cmd->tag, "BAD", "Syntax: GETQUOTA root");
+        return;
+    }
+    if (n != 0) {
+        imap_tagged(s, cmd->tag, "NO", "[NONEXISTENT] No such quota root");
+        return;
+    }
+    write_quota(s);
+    imap_tagged(s, cmd->tag, "OK", "GETQUOTA completed");
+}
+
+static void cmd_setquota(struct imap_sess *s, struct imap_cmd *cmd)
+{
+    imap_tagged(s, cmd->tag, "NO", "[NOPERM] Quotas are set by the administrator");
 }
 
 /* ---- STARTTLS ---- */
@@ -1991,6 +2056,9 @@ static const struct icmd commands[] = {
     {"SELECT", AUTHED, 0, cmd_select, NULL},
     {"EXAMINE", AUTHED, 0, cmd_select, NULL},
     {"APPEND", AUTHED, 0, NULL, cmd_append},
+    {"GETQUOTAROOT", AUTHED, 0, cmd_getquotaroot, NULL},
+    {"GETQUOTA", AUTHED, 0, cmd_getquota, NULL},
+    {"SETQUOTA", AUTHED, 0, cmd_setquota, NULL},
     {"IDLE", AUTHED, 0, cmd_idle, NULL},
     {"CHECK", IS_SELECTED, 0, cmd_noop, NULL},
     {"CLOSE", IS_SELECTED, 0, NULL, cmd_close_a},
@@ -1999,6 +2067,8 @@ static const struct icmd commands[] = {
     {"FETCH", IS_SELECTED, F_UID, imap_cmd_fetch, NULL},
     {"STORE", IS_SELECTED, F_UID, NULL, cmd_store},
     {"SEARCH", IS_SELECTED, F_UID, imap_cmd_search, NULL},
+    {"SORT", IS_SELECTED, F_UID, imap_cmd_sort, NULL},
+    {"THREAD", IS_SELECTED, F_UID, imap_cmd_thread, NULL},
     {"COPY", IS_SELECTED, F_UID, NULL, cmd_copy},
     {"MOVE", IS_SELECTED, F_UID, NULL, cmd_copy},
 };
