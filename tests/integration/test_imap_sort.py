@@ -1,0 +1,82 @@
+"""
+tests/integration/test_imap_sort.py
+SORT (RFC 5256, RFC 5957 DISPLAY), THREAD=ORDEREDSUBJECT and QUOTA (RFC 9208) against a
+real ternd, each result checked against a model computed here from what was delivered.
+"""
+import re
+
+from conftest import imap_user, smtp_deliver
+
+MSGS = [  # subject, from, to, date (all distinct days so the order is certain)
+    ("Re: apple", "Zed <zed@a.example>", "bob@b.example", "Mon, 03 Jan 2022 10:00:00 +0000"),
+    ("banana", "amy@c.example", "Carl <carl@b.example>", "Sun, 02 Jan 2022 10:00:00 +0000"),
+    ("apple", "Mike <mike@d.example>", "dan@b.example", "Sat, 01 Jan 2022 10:00:00 +0000"),
+    ("[list] Fwd: banana", "bea@e.example", "al@b.example", "Tue, 04 Jan 2022 10:00:00 +0000"),
+    ("cherry (fwd)", "cy@f.example", "Zoe <zoe@b.example>", "Wed, 05 Jan 2022 10:00:00 +0000"),
+]
+
+
+def fill(t, user):
+    for i, (subj, frm, to, date) in enumerate(MSGS):
+        body = "x" * (100 * (len(MSGS) - i))  # sizes strictly decreasing
+        msg = (f"From: {frm}\r\nTo: {to}\r\nSubject: {subj}\r\nDate: {date}\r\n\r\n{body}\r\n").encode()
+        smtp_deliver(t, user, msg)
+
+
+def numbers(lines, word):
+    for ln in lines:
+        if ln.startswith(b"* " + word):
+            return [int(x) for x in ln.split()[2:]]
+    raise AssertionError(lines)
+
+
+def test_sort_keys(imap_t, imap):
+    user = imap_user(imap_t)
+    fill(imap_t, user)
+    r = imap(user)
+    r.ok("SELECT INBOX")
+    # base subjects: apple, banana, apple, banana, cherry; ties by sequence number
+    assert numbers(r.ok("SORT (SUBJECT) UTF-8 ALL"), b"SORT") == [1, 3, 2, 4, 5]
+    assert numbers(r.ok("SORT (REVERSE SUBJECT) UTF-8 ALL"), b"SORT") == [5, 2, 4, 1, 3]
+    assert numbers(r.ok("SORT (DATE) UTF-8 ALL"), b"SORT") == [3, 2, 1, 4, 5]
+    assert numbers(r.ok("SORT (SIZE) UTF-8 ALL"), b"SORT") == [5, 4, 3, 2, 1]
+    assert numbers(r.ok("SORT (FROM) UTF-8 ALL"), b"SORT") == [2, 4, 5, 3, 1]
+    assert numbers(r.ok("SORT (DISPLAYFROM) UTF-8 ALL"), b"SORT") == [2, 4, 5, 3, 1]
+    assert numbers(r.ok("SORT (TO) UTF-8 ALL"), b"SORT") == [4, 1, 2, 3, 5]
+    assert numbers(r.ok("SORT (DISPLAYTO) UTF-8 ALL"), b"SORT") == [4, 1, 2, 3, 5]
+    assert numbers(r.ok("SORT (ARRIVAL) UTF-8 SUBJECT banana"), b"SORT") == [2, 4]
+    uids = numbers(r.ok("UID SORT (SIZE) UTF-8 ALL"), b"SORT")
+    assert len(uids) == 5
+    lines, done = r.cmd("SORT (NOSUCH) UTF-8 ALL")
+    assert b" BAD " in done
+    lines, done = r.cmd("SORT (SUBJECT) KOI8-R ALL")
+    assert b"BADCHARSET" in done
+
+
+def test_thread_orderedsubject(imap_t, imap):
+    user = imap_user(imap_t)
+    fill(imap_t, user)
+    r = imap(user)
+    r.ok("SELECT INBOX")
+    line = [l for l in r.ok("THREAD ORDEREDSUBJECT UTF-8 ALL") if l.startswith(b"* THREAD")][0]
+    # threads by base subject, each ordered by date, threads by their first date
+    assert line == b"* THREAD (3 1)(2 4)(5)", line
+    lines, done = r.cmd("THREAD NOSUCH UTF-8 ALL")
+    assert b" BAD " in done
+
+
+def test_quota(imap_t, imap):
+    user = imap_user(imap_t)
+    imap_t.ctl("user", "quota", user, "1m", "50").ok()
+    fill(imap_t, user)
+    r = imap(user)
+    lines = r.ok("GETQUOTAROOT INBOX")
+    assert b'* QUOTAROOT "INBOX" ""' in lines, lines
+    q = [l for l in lines if l.startswith(b"* QUOTA ")][0]
+    m = re.match(rb'\* QUOTA "" \(STORAGE (\d+) 1024 MESSAGE 5 50\)', q)
+    assert m and int(m.group(1)) >= 1, q
+    assert r.ok('GETQUOTA ""')[0] == q
+    lines, done = r.cmd('GETQUOTA "other"')
+    assert b" NO " in done
+    lines, done = r.cmd('SETQUOTA "" (STORAGE 10)')
+    assert b"NOPERM" in done
