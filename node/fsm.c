@@ -1309,6 +1309,20 @@ static void op_copy(struct tx *t, const Tern__CopyMessages *op)
     t->res->uidvalidity = dst->uidvalidity;
 }
 
+static void op_claim_recent(struct tx *t, const Tern__ClaimRecent *op)
+{
+    Tern__MailboxRec *m = mailbox(t, op->mailbox_id);
+    if (m == NULL)
+        return set_result(t, RESULT_NOTFOUND, "no such mailbox");
+    uint32_t first = m->has_first_recent_uid && m->first_recent_uid ? m->first_recent_uid : 1;
+    t->res->has_id = 1;
+    t->res->id = first;
+    if (op->up_to > first) {
+        m->has_first_recent_uid = 1;
+        m->first_recent_uid = op->up_to;
+    }
+}
+
 /* ---- apply ---- */
 
 static void dispatch(struct tx *t, const Tern__Command *c)
@@ -1346,6 +1360,8 @@ static void dispatch(struct tx *t, const Tern__Command *c)
         return op_expunge(t, c->expunge);
     case TERN__COMMAND__OP_COPY_MESSAGES:
         return op_copy(t, c->copy_messages);
+    case TERN__COMMAND__OP_CLAIM_RECENT:
+        return op_claim_recent(t, c->claim_recent);
     default:
         return set_result(t, RESULT_INVALID, "unknown command");
     }

@@ -968,6 +968,23 @@ static void cmd_list(struct imap_sess *s, struct imap_cmd *cmd)
 
 /* ---- STATUS ---- */
 
+static int count_one(void *ctx, const ProtobufCMessage *m)
+{
+    (void) m;
+    (*(size_t *) ctx)++;
+    return 0;
+}
+
+/* count_recent(): messages no session has claimed as \Recent yet. */
+static size_t count_recent(struct imap_sess *s, const Tern__MailboxRec *m)
+{
+    uint32_t first = m->has_first_recent_uid && m->first_recent_uid ? m->first_recent_uid : 1;
+    size_t n = 0;
+    if (first < m->uidnext)
+        model_messages(sdb(s), m->id, first, UINT32_MAX, count_one, &n);
+    return n;
+}
+
 static void write_status_items(struct imap_sess *s, const Tern__MailboxRec *m,
                                const struct imap_arg *items, size_t n)
 {
@@ -978,7 +995,7 @@ static void write_status_items(struct imap_sess *s, const Tern__MailboxRec *m,
         if (imap_arg_atom_equals(a, "MESSAGES"))
             net_conn_printf(s->c, "%sMESSAGES %" PRIu64, sep, m->messages);
         else if (imap_arg_atom_equals(a, "RECENT"))
-            net_conn_printf(s->c, "%sRECENT 0", sep);
+            net_conn_printf(s->c, "%sRECENT %zu", sep, count_recent(s, m));
         else if (imap_arg_atom_equals(a, "UIDNEXT"))
             net_conn_printf(s->c, "%sUIDNEXT %u", sep, m->uidnext);
         else if (imap_arg_atom_equals(a, "UIDVALIDITY"))
@@ -1238,7 +1255,68 @@ void imap_vanished(struct imap_sess *s, uint64_t id, uint64_t since, const struc
     free(v);
 }
 
-static void cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
+struct select_ctx {
+    struct imap_sess *s;
+    Tern__MailboxRec *m;
+    bool examine;
+    uint64_t qr_validity, qr_modseq;
+    char tag[IMAP_PARSER_TAG_MAX + 1];
+};
+
+/* select_respond(): the untagged data of SELECT/EXAMINE and its OK; frees X. */
+static void select_respond(struct select_ctx *x)
+{
+    struct imap_sess *s = x->s;
+    struct imap_view *v = s->v;
+    Tern__MailboxRec *m = x->m;
+    bool examine = x->examine;
+    if (v != NULL && !net_conn_closing(s->c)) {
+        imap_untagged(s, "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
+        imap_untagged(s, "OK [PERMANENTFLAGS (%s)] Flags permitted",
+                      examine ? "" : "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*");
+        imap_untagged(s, "%zu EXISTS", v->n);
+        if (!s->rev2) {
+            size_t recent = 0;
+            for (size_t i = 0; i < v->n; i++)
+                recent += v->uids[i] >= v->recent_from;
+            imap_untagged(s, "%zu RECENT", recent);
+        }
+        struct unseen_ctx u = {.s = s};
+        if (x->qr_validity && x->qr_validity == v->uidvalidity)
+            imap_vanished(s, v->id, x->qr_modseq, NULL);
+        if (x->qr_validity == v->uidvalidity)
+            u.since = x->qr_modseq;
+        model_messages(sdb(s), v->id, 1, UINT32_MAX, scan_unseen, &u);
+        if (u.first_unseen && !s->rev2)
+            imap_untagged(s, "OK [UNSEEN %u] First unseen", u.first_unseen);
+        imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", v->uidvalidity);
+        imap_untagged(s, "OK [UIDNEXT %u] Predicted next UID", m->uidnext);
+        imap_untagged(s, "OK [HIGHESTMODSEQ %" PRIu64 "] Highest", m->highestmodseq);
+        if (s->rev2) {
+            net_conn_write(s->c, "* LIST () \"/\" ", 14);
+            imap_write_string(s, m->name, strlen(m->name));
+            net_conn_write(s->c, "\r\n", 2);
+        }
+        imap_tagged(s, x->tag, "OK", "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE",
+                    examine ? "EXAMINE" : "SELECT");
+    }
+    tern__mailbox_rec__free_unpacked(m, NULL);
+    free(x);
+}
+
+static void recent_claimed(void *arg, int status, uint64_t index, const Tern__Result *res)
+{
+    struct select_ctx *x = arg;
+    struct imap_sess *s = x->s;
+    if (s->v && status == 0 && res->status == RESULT_OK && res->has_id)
+        s->v->recent_from = (uint32_t) res->id; /* this session's \Recent messages */
+    select_respond(x);
+    imap_done(s);
+}
+
+static void unselect(struct imap_sess *s);
+
+static bool cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
 {
     bool examine = strcmp(cmd->name, "EXAMINE") == 0;
     char name[1024];
@@ -1252,7 +1330,7 @@ static void cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
     }
     if (cmd->count < 1 || mailbox_name(&cmd->args[0], name) != 0) {
         imap_tagged(s, cmd->tag, "BAD", "Syntax: %s mailbox", cmd->name);
-        return;
+        return false;
     }
     uint64_t qr_validity = 0, qr_modseq = 0;
     if (cmd->count >= 2 && cmd->args[1].type == IMAP_ARG_LIST) {
@@ -1264,7 +1342,7 @@ static void cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
                      p->list[i + 1].type == IMAP_ARG_LIST && p->list[i + 1].count >= 2) {
                 if (!s->qresync) {
                     imap_tagged(s, cmd->tag, "BAD", "QRESYNC is not enabled");
-                    return;
+                    return false;
                 }
                 const struct imap_arg *q = p->list[i + 1].list;
                 qr_validity = strtoull(q[0].str ? q[0].str : "0", NULL, 10);
@@ -1278,19 +1356,19 @@ static void cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
     if (rv <= 0) {
         imap_tagged(s, cmd->tag, "NO",
                     rv < 0 ? "[SERVERBUG] Storage error" : "[NONEXISTENT] No such mailbox");
-        return;
+        return false;
     }
     struct imap_view *v = calloc(1, sizeof *v);
     if (v == NULL) {
         tern__mailbox_rec__free_unpacked(m, NULL);
         imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Out of memory");
-        return;
+        return false;
     }
     v->id = m->id;
     v->uidvalidity = m->uidvalidity;
     v->readonly = examine;
     v->highestmodseq = m->highestmodseq;
-    v->recent_from = m->uidnext; /* nothing is \Recent at SELECT (see the closing note) */
+    v->recent_from = m->uidnext; /* EXAMINE claims nothing: nothing is \Recent to it */
     /* watch before reading, so that nothing committed in between is missed */
     net_conn_watch(s->c, v->id);
     struct load_ctx l = {.v = v};
@@ -1299,35 +1377,41 @@ static void cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
         view_free(v);
         tern__mailbox_rec__free_unpacked(m, NULL);
         imap_tagged(s, cmd->tag, "NO", "[SERVERBUG] Storage error");
-        return;
+        return false;
     }
     s->v = v;
     s->state = IS_SELECTED;
-    imap_untagged(s, "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
-    imap_untagged(s, "OK [PERMANENTFLAGS (%s)] Flags permitted",
-                  examine ? "" : "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*");
-    imap_untagged(s, "%zu EXISTS", v->n);
-    if (!s->rev2)
-        imap_untagged(s, "0 RECENT");
-    struct unseen_ctx u = {.s = s};
-    if (qr_validity && qr_validity == v->uidvalidity)
-        imap_vanished(s, v->id, qr_modseq, NULL);
-    if (qr_validity == v->uidvalidity)
-        u.since = qr_modseq;
-    model_messages(sdb(s), v->id, 1, UINT32_MAX, scan_unseen, &u);
-    if (u.first_unseen && !s->rev2)
-        imap_untagged(s, "OK [UNSEEN %u] First unseen", u.first_unseen);
-    imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", v->uidvalidity);
-    imap_untagged(s, "OK [UIDNEXT %u] Predicted next UID", m->uidnext);
-    imap_untagged(s, "OK [HIGHESTMODSEQ %" PRIu64 "] Highest", m->highestmodseq);
-    if (s->rev2) {
-        net_conn_write(s->c, "* LIST () \"/\" ", 14);
-        imap_write_string(s, m->name, strlen(m->name));
-        net_conn_write(s->c, "\r\n", 2);
+    struct select_ctx *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        unselect(s);
+        tern__mailbox_rec__free_unpacked(m, NULL);
+        imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Out of memory");
+        return false;
     }
-    tern__mailbox_rec__free_unpacked(m, NULL);
-    imap_tagged(s, cmd->tag, "OK", "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE",
-                cmd->name);
+    x->s = s;
+    x->m = m; /* owned by the context from here */
+    x->examine = examine;
+    x->qr_validity = qr_validity;
+    x->qr_modseq = qr_modseq;
+    snprintf(x->tag, sizeof x->tag, "%s", cmd->tag);
+    uint32_t first = m->has_first_recent_uid && m->first_recent_uid ? m->first_recent_uid : 1;
+    if (examine || first >= m->uidnext) { /* nothing to claim: no write */
+        select_respond(x);
+        return false;
+    }
+    /* a read-write SELECT claims the messages no session has seen as \Recent */
+    Tern__ClaimRecent op = TERN__CLAIM_RECENT__INIT;
+    op.mailbox_id = v->id;
+    op.up_to = m->uidnext;
+    Tern__Command c = TERN__COMMAND__INIT;
+    c.op_case = TERN__COMMAND__OP_CLAIM_RECENT;
+    c.claim_recent = &op;
+    begin_async(s, cmd);
+    if (propose(s, &c, recent_claimed, x) != 0) {
+        select_respond(x);
+        imap_done(s);
+    }
+    return true;
 }
 
 static void unselect(struct imap_sess *s)
@@ -2053,8 +2137,8 @@ static const struct icmd commands[] = {
     {"RENAME", AUTHED, 0, NULL, cmd_rename},
     {"SUBSCRIBE", AUTHED, 0, NULL, cmd_subscribe},
     {"UNSUBSCRIBE", AUTHED, 0, NULL, cmd_subscribe},
-    {"SELECT", AUTHED, 0, cmd_select, NULL},
-    {"EXAMINE", AUTHED, 0, cmd_select, NULL},
+    {"SELECT", AUTHED, 0, NULL, cmd_select},
+    {"EXAMINE", AUTHED, 0, NULL, cmd_select},
     {"APPEND", AUTHED, 0, NULL, cmd_append},
     {"GETQUOTAROOT", AUTHED, 0, cmd_getquotaroot, NULL},
     {"GETQUOTA", AUTHED, 0, cmd_getquota, NULL},

@@ -80,3 +80,29 @@ def test_quota(imap_t, imap):
     assert b" NO " in done
     lines, done = r.cmd('SETQUOTA "" (STORAGE 10)')
     assert b"NOPERM" in done
+
+
+def test_recent(imap_t, imap):
+    """RFC 3501 2.3.2: a message is \\Recent in the first read-write session to SELECT the
+    mailbox after it arrived, and in no other; EXAMINE claims nothing."""
+    user = imap_user(imap_t)
+    for i in range(3):
+        smtp_deliver(imap_t, user, f"Subject: r{i}\r\n\r\nx\r\n".encode())
+    peek = imap(user)
+    st = [l for l in peek.ok("STATUS INBOX (RECENT MESSAGES)") if l.startswith(b"* STATUS")][0]
+    assert b"RECENT 3" in st and b"MESSAGES 3" in st, st
+    lines = peek.ok("EXAMINE INBOX")
+    assert b"* 0 RECENT" in lines, lines
+    first = imap(user)
+    lines = first.ok("SELECT INBOX")
+    assert b"* 3 RECENT" in lines, lines
+    flags = [l for l in first.ok("FETCH 1:* (FLAGS)") if b"FETCH" in l]
+    assert all(b"\\Recent" in l for l in flags), flags
+    second = imap(user)
+    lines = second.ok("SELECT INBOX")
+    assert b"* 0 RECENT" in lines, lines
+    flags = [l for l in second.ok("FETCH 1:* (FLAGS)") if b"FETCH" in l]
+    assert not any(b"\\Recent" in l for l in flags), flags
+    assert second.ok("SEARCH RECENT")[0].strip() == b"* SEARCH"
+    st = [l for l in peek.ok("STATUS INBOX (RECENT)") if l.startswith(b"* STATUS")][0]
+    assert b"RECENT 0" in st, st
