@@ -1,6 +1,7 @@
 /*
  * proxy/imap/sort.c
- * SORT and THREAD=ORDEREDSUBJECT (RFC 5256), with DISPLAYFROM/DISPLAYTO (RFC 5957).
+ * SORT, THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256), DISPLAYFROM/DISPLAYTO
+ * (RFC 5957).
  * The messages are chosen with SEARCH's own matcher (search.c); sort keys come from the
  * ENVELOPE parsed at delivery: sent date (Date header, else the internal date), the first
  * address's mailbox or display name, and the base subject (RFC 5256 2.1: leading "Re:",
@@ -14,6 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "body_store.h"
 #include "imap.h"
 
 enum sortkey { K_ARRIVAL, K_CC, K_DATE, K_FROM, K_SIZE, K_SUBJECT, K_TO, K_DISPFROM, K_DISPTO };
@@ -26,6 +28,7 @@ struct item {
     uint64_t arrival, date, size;
     char from[SORT_STR_MAX], to[SORT_STR_MAX], cc[SORT_STR_MAX], subject[SORT_STR_MAX];
     char dfrom[SORT_STR_MAX], dto[SORT_STR_MAX];
+    bool reply; /* the subject had a reply/forward marker that base_subject() removed */
 };
 
 struct crit {
@@ -196,6 +199,15 @@ static bool load_item(struct imap_sess *s, uint32_t msn, struct item *it)
         size_t n;
         const char *sub = mstr(&m, e->subject, &n);
         base_subject(sub, n, it->subject);
+        char plain[SORT_STR_MAX];
+        size_t k = 0;
+        while (n && (*sub == ' ' || *sub == '\t'))
+            sub++, n--;
+        lower_copy(plain, sub, n);
+        k = strlen(plain);
+        while (k && plain[k - 1] == ' ')
+            plain[--k] = 0;
+        it->reply = strcmp(plain, it->subject) != 0;
     }
     mime_free(&m);
     tern__message_rec__free_unpacked(r, NULL);
@@ -334,13 +346,16 @@ static int cmp_thread(const void *pa, const void *pb)
     return c ? c : cmp_u64(a->msn, b->msn);
 }
 
+static void thread_references(struct imap_sess *s, struct imap_cmd *cmd, struct item *v, long n);
+
 void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd)
 {
     if (cmd->count < 3) {
         imap_tagged(s, cmd->tag, "BAD", "Syntax: THREAD algorithm charset search-keys");
         return;
     }
-    if (!imap_arg_atom_equals(&cmd->args[0], "ORDEREDSUBJECT")) {
+    bool refs = imap_arg_atom_equals(&cmd->args[0], "REFERENCES");
+    if (!refs && !imap_arg_atom_equals(&cmd->args[0], "ORDEREDSUBJECT")) {
         imap_tagged(s, cmd->tag, "BAD", "Unsupported threading algorithm");
         return;
     }
@@ -350,6 +365,13 @@ void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd)
     long n = select_items(s, cmd, 2, &v);
     if (n < 0)
         return;
+    if (refs) {
+        thread_references(s, cmd, v, n);
+        free(v);
+        imap_flush_updates(s, false);
+        imap_tagged(s, cmd->tag, "OK", "%sTHREAD completed", cmd->uid ? "UID " : "");
+        return;
+    }
     /* threads: same base subject, ordered by sent date; threads by their first date */
     qsort(v, (size_t) n, sizeof *v, cmp_thread);
     size_t *start = malloc(((size_t) n + 1) * sizeof *start);
@@ -393,4 +415,378 @@ void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd)
     free(v);
     imap_flush_updates(s, false);
     imap_tagged(s, cmd->tag, "OK", "%sTHREAD completed", cmd->uid ? "UID " : "");
+}
+
+/* ---- THREAD=REFERENCES (RFC 5256 3) ----
+ * Containers keyed by Message-ID are linked parent to child along each message's
+ * References (else its first In-Reply-To id), loops refused; empty containers pruned;
+ * roots with the same base subject gathered; siblings ordered by sent date. */
+
+#define REFS_MAX 100
+
+struct tnode {
+    char *id;
+    long item;          /* index into the items, or -1 for an empty container */
+    struct tnode *parent, *child, *next;
+    uint64_t date;      /* of its message, or of its first child once pruned */
+};
+
+struct ttable {
+    struct tnode **slots; /* open addressing by Message-ID */
+    size_t cap, n;
+    struct tnode **nodes; /* every container, for the root set and freeing */
+    size_t nnodes, capnodes;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+    return h;
+}
+
+static struct tnode *tget(struct ttable *t, const char *id)
+{
+    if (t->n * 2 >= t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 256;
+        struct tnode **s = calloc(cap, sizeof *s);
+        if (s == NULL)
+            return NULL;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slots[i]) {
+                size_t j = hash_str(t->slots[i]->id) % cap;
+                while (s[j])
+                    j = (j + 1) % cap;
+                s[j] = t->slots[i];
+            }
+        free(t->slots);
+        t->slots = s;
+        t->cap = cap;
+    }
+    size_t j = hash_str(id) % t->cap;
+    while (t->slots[j]) {
+        if (strcmp(t->slots[j]->id, id) == 0)
+            return t->slots[j];
+        j = (j + 1) % t->cap;
+    }
+    struct tnode *c = calloc(1, sizeof *c);
+    if (c == NULL || (c->id = strdup(id)) == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->item = -1;
+    if (t->nnodes == t->capnodes) {
+        size_t cap = t->capnodes ? 2 * t->capnodes : 64;
+        struct tnode **v = realloc(t->nodes, cap * sizeof *v);
+        if (v == NULL) {
+            free(c->id);
+            free(c);
+            return NULL;
+        }
+        t->nodes = v;
+        t->capnodes = cap;
+    }
+    t->nodes[t->nnodes++] = c;
+    t->slots[j] = c;
+    t->n++;
+    return c;
+}
+
+static bool is_ancestor(const struct tnode *a, const struct tnode *c)
+{
+    for (; c; c = c->parent)
+        if (c == a)
+            return true;
+    return false;
+}
+
+static void unlink_child(struct tnode *c)
+{
+    if (c->parent == NULL)
+        return;
+    struct tnode **pp = &c->parent->child;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = c->next;
+    c->next = NULL;
+    c->parent = NULL;
+}
+
+static void link_child(struct tnode *parent, struct tnode *c)
+{
+    unlink_child(c);
+    c->parent = parent;
+    c->next = parent->child;
+    parent->child = c;
+}
+
+/* msg_ids(): the <...> ids in S[0..N) into IDS (malloc'd strings), at most MAX. */
+static size_t msg_ids(const char *s, size_t n, char **ids, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < max; i++) {
+        if (s[i] != '<')
+            continue;
+        const char *e = memchr(s + i, '>', n - i);
+        if (e == NULL)
+            break;
+        size_t l = (size_t) (e - (s + i)) + 1;
+        if (l > 2 && l < 1000 && (ids[k] = strndup(s + i, l)) != NULL)
+            k++;
+        i += l - 1;
+    }
+    return k;
+}
+
+/* header_value(): the unfolded value of field NAME in the header at the start of BODY. */
+static size_t header_value(const char *body, size_t blen, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name), o = 0;
+    const char *p = body, *end = body + blen;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t) (end - p));
+        size_t ll = eol ? (size_t) (eol - p) : (size_t) (end - p);
+        if (ll == 0 || (ll == 1 && p[0] == '\r'))
+            break;
+        if (ll > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
+            const char *q = p + nl + 1, *qe = eol ? eol : end;
+            for (;;) {
+                for (; q < qe && o < cap - 1; q++)
+                    if (*q != '\r')
+                        out[o++] = *q;
+                if (qe >= end || qe + 1 >= end || (qe[1] != ' ' && qe[1] != '\t'))
+                    break;
+                q = qe + 1;
+                const char *ne = memchr(q, '\n', (size_t) (end - q));
+                qe = ne ? ne : end;
+            }
+            break;
+        }
+        p = eol ? eol + 1 : end;
+    }
+    out[o] = 0;
+    return o;
+}
+
+static uint64_t node_date(const struct tnode *c, const struct item *v)
+{
+    if (c->item >= 0)
+        return v[c->item].date;
+    return c->child ? node_date(c->child, v) : 0;
+}
+
+/* sort_siblings(): children of every node by date (insertion sort on the list). */
+static void sort_siblings(struct tnode *c, const struct item *v)
+{
+    struct tnode *sorted = NULL;
+    for (struct tnode *x = c->child, *n; x; x = n) {
+        n = x->next;
+        sort_siblings(x, v);
+        struct tnode **pp = &sorted;
+        while (*pp && node_date(*pp, v) <= node_date(x, v))
+            pp = &(*pp)->next;
+        x->next = *pp;
+        *pp = x;
+    }
+    c->child = sorted;
+}
+
+static void emit_chain(struct imap_sess *s, const struct tnode *c, const struct item *v, bool uid)
+{
+    bool has = c->item >= 0;
+    if (has)
+        net_conn_printf(s->c, "%u", uid ? v[c->item].uid : v[c->item].msn);
+    if (c->child == NULL)
+        return;
+    if (c->child->next == NULL) {
+        if (has)
+            net_conn_write(s->c, " ", 1);
+        emit_chain(s, c->child, v, uid);
+        return;
+    }
+    if (has)
+        net_conn_write(s->c, " ", 1);
+    for (const struct tnode *x = c->child; x; x = x->next) {
+        net_conn_write(s->c, "(", 1);
+        emit_chain(s, x, v, uid);
+        net_conn_write(s->c, ")", 1);
+    }
+}
+
+/* prune(): drops empty containers without children and replaces an empty container by
+ * its children (RFC 5256 3 step 4), except at the top, where an empty container with
+ * several children stays (their common, missing, ancestor). Children first. */
+static void prune(struct tnode *parent, bool top)
+{
+    struct tnode **pp = &parent->child;
+    while (*pp) {
+        struct tnode *c = *pp;
+        prune(c, false);
+        if (c->item < 0 && c->child == NULL) {
+            *pp = c->next;
+            continue;
+        }
+        if (c->item < 0 && (!top || c->child->next == NULL)) {
+            struct tnode *kids = c->child, *last = kids;
+            for (struct tnode *k = kids; k; k = k->next) {
+                k->parent = top ? NULL : parent;
+                last = k;
+            }
+            last->next = c->next;
+            *pp = kids;
+            pp = &last->next;
+            continue;
+        }
+        pp = &c->next;
+    }
+}
+
+static void thread_references(struct imap_sess *s, struct imap_cmd *cmd, struct item *v, long n)
+{
+    struct ttable t = {0};
+    struct tnode root = {.item = -1};
+    struct db *db = net_conn_node(s->c)->db;
+    bool fail = false;
+    for (long i = 0; i < n && !fail; i++) {
+        Tern__MessageRec *r = imap_load_message(s, v[i].uid);
+        char *body = NULL;
+        size_t blen = 0;
+        if (r && r->body_hash.len == 32 && body_get(db, r->body_hash.data, &body, &blen) != 1)
+            body = NULL;
+        if (r)
+            tern__message_rec__free_unpacked(r, NULL);
+        char hv[8192], idbuf[64];
+        char *ids[REFS_MAX];
+        size_t nids = 0;
+        char *own[1];
+        size_t nown = 0;
+        if (body) {
+            header_value(body, blen, "Message-ID", hv, sizeof hv);
+            nown = msg_ids(hv, strlen(hv), own, 1);
+            header_value(body, blen, "References", hv, sizeof hv);
+            nids = msg_ids(hv, strlen(hv), ids, REFS_MAX);
+            if (nids == 0) {
+                header_value(body, blen, "In-Reply-To", hv, sizeof hv);
+                nids = msg_ids(hv, strlen(hv), ids, 1);
+            }
+        }
+        free(body);
+        struct tnode *c = nown ? tget(&t, own[0]) : NULL;
+        if (c && c->item >= 0)
+            c = NULL; /* a duplicate Message-ID: treated as having none */
+        if (c == NULL) {
+            snprintf(idbuf, sizeof idbuf, " uid %u", v[i].uid); /* not a valid msg-id */
+            c = tget(&t, idbuf);
+        }
+        if (c == NULL) {
+            fail = true;
+        } else {
+            c->item = i;
+            struct tnode *prev = NULL;
+            for (size_t k = 0; k < nids; k++) {
+                struct tnode *rc = tget(&t, ids[k]);
+                if (rc == NULL)
+                    continue;
+                if (prev && rc->parent == NULL && !is_ancestor(rc, prev) && rc != prev)
+                    link_child(prev, rc);
+                prev = rc;
+            }
+            if (prev && prev != c && !is_ancestor(c, prev))
+                link_child(prev, c);
+            else if (prev == NULL || prev == c)
+                unlink_child(c);
+        }
+        for (size_t k = 0; k < nids; k++)
+            free(ids[k]);
+        if (nown)
+            free(own[0]);
+    }
+    /* the root set under an artificial root */
+    for (size_t i = 0; i < t.nnodes; i++)
+        if (t.nodes[i]->parent == NULL) {
+            t.nodes[i]->parent = NULL;
+            t.nodes[i]->next = root.child;
+            root.child = t.nodes[i];
+        }
+    for (struct tnode *c = root.child; c; c = c->next)
+        c->parent = NULL;
+    prune(&root, true);
+    /* gather roots with the same base subject (RFC 5256 3 step 5) */
+    size_t nr = 0;
+    for (struct tnode *c = root.child; c; c = c->next)
+        nr++;
+    struct tnode **roots = calloc(nr ? nr : 1, sizeof *roots);
+    struct tnode *dummies = NULL; /* extra empty containers made here, freed below */
+    size_t k = 0;
+    for (struct tnode *c = root.child; roots && c; c = c->next)
+        roots[k++] = c;
+    for (size_t i = 0; roots && i < nr; i++) {
+        struct tnode *a = roots[i];
+        const struct tnode *am = a->item >= 0 ? a : a->child;
+        if (a == NULL || am == NULL || am->item < 0 || v[am->item].subject[0] == 0)
+            continue;
+        for (size_t j = 0; j < i; j++) {
+            struct tnode *r = roots[j];
+            const struct tnode *rm = r ? (r->item >= 0 ? r : r->child) : NULL;
+            if (rm == NULL || rm->item < 0 ||
+                strcmp(v[rm->item].subject, v[am->item].subject) != 0)
+                continue;
+            if (r->item < 0 && a->item >= 0) { /* into the existing dummy */
+                a->next = r->child, r->child = a, a->parent = r;
+            } else if (r->item >= 0 && a->item >= 0 && !v[r->item].reply && v[a->item].reply) {
+                a->next = r->child, r->child = a, a->parent = r;
+            } else if (r->item >= 0 && a->item >= 0 && v[r->item].reply && !v[a->item].reply) {
+                r->next = a->child, a->child = r, r->parent = a;
+                roots[j] = a;
+            } else { /* both or neither replies: siblings under a new dummy */
+                struct tnode *d = calloc(1, sizeof *d);
+                if (d == NULL)
+                    break;
+                d->item = -1;
+                d->child = r;
+                r->next = a;
+                a->next = NULL;
+                r->parent = a->parent = d;
+                roots[j] = d;
+                /* the dummy's own next is its sibling link: free it through a side list */
+                struct tnode *hold = calloc(1, sizeof *hold);
+                if (hold) {
+                    hold->child = d;
+                    hold->next = dummies;
+                    dummies = hold;
+                }
+            }
+            roots[i] = NULL;
+            break;
+        }
+    }
+    root.child = NULL;
+    for (size_t i = nr; roots && i > 0; i--)
+        if (roots[i - 1]) {
+            roots[i - 1]->next = root.child;
+            root.child = roots[i - 1];
+        }
+    free(roots);
+    sort_siblings(&root, v);
+    net_conn_write(s->c, "* THREAD ", 9);
+    for (const struct tnode *c = root.child; c; c = c->next) {
+        net_conn_write(s->c, "(", 1);
+        emit_chain(s, c, v, cmd->uid);
+        net_conn_write(s->c, ")", 1);
+    }
+    net_conn_write(s->c, "\r\n", 2);
+    for (size_t i = 0; i < t.nnodes; i++) {
+        free(t.nodes[i]->id);
+        free(t.nodes[i]);
+    }
+    while (dummies) {
+        struct tnode *next = dummies->next;
+        free(dummies->child);
+        free(dummies);
+        dummies = next;
+    }
+    free(t.nodes);
+    free(t.slots);
 }

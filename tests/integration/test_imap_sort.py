@@ -106,3 +106,27 @@ def test_recent(imap_t, imap):
     assert second.ok("SEARCH RECENT")[0].strip() == b"* SEARCH"
     st = [l for l in peek.ok("STATUS INBOX (RECENT)") if l.startswith(b"* STATUS")][0]
     assert b"RECENT 0" in st, st
+
+
+def test_thread_references(imap_t, imap):
+    """RFC 5256 3: parents from References (else In-Reply-To), a missing common parent
+    kept as an empty container, roots with one base subject gathered, dates ordering."""
+    user = imap_user(imap_t)
+    msgs = [("<a@x>", "", "", "topic", 1), ("<b@x>", "<a@x>", "", "Re: topic", 2),
+            ("<c@x>", "<a@x> <b@x>", "", "Re: topic", 3), ("<d@x>", "<zz@x>", "", "other", 4),
+            ("<e@x>", "", "<zz@x>", "other2", 5), ("<f@x>", "", "", "topic", 6),
+            ("<a@x>", "", "", "duplicate id", 7)]
+    for mid, refs, irt, subj, day in msgs:
+        m = f"Message-ID: {mid}\r\nSubject: {subj}\r\nDate: Mon, 0{day} Jan 2022 10:00:00 +0000\r\n"
+        if refs:
+            m += f"References: {refs}\r\n"
+        if irt:
+            m += f"In-Reply-To: {irt}\r\n"
+        smtp_deliver(imap_t, user, (m + "\r\nbody\r\n").encode())
+    r = imap(user)
+    r.ok("SELECT INBOX")
+    line = [l for l in r.ok("THREAD REFERENCES UTF-8 ALL") if l.startswith(b"* THREAD")][0]
+    assert line == b"* THREAD ((1 2 3)(6))((4)(5))(7)", line
+    line = [l for l in r.ok("THREAD REFERENCES UTF-8 NOT SUBJECT other")
+            if l.startswith(b"* THREAD")][0]
+    assert line == b"* THREAD ((1 2 3)(6))(7)", line
