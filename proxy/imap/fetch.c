@@ -24,7 +24,7 @@
 #define FETCH_FIELDS_MAX   64
 #define FETCH_FLUSH_BYTES  (256 * 1024) /* send as we go, not all at the end */
 
-enum sect_kind { SK_BODY, SK_RFC822, SK_RFC822_HEADER, SK_RFC822_TEXT };
+enum sect_kind { SK_BODY, SK_RFC822, SK_RFC822_HEADER, SK_RFC822_TEXT, SK_BINARY, SK_BINARY_SIZE };
 
 struct fsect {
     enum sect_kind kind;
@@ -73,6 +73,52 @@ static bool spec_valid(const char *spec, bool has_list)
     if (strcasecmp(p, "HEADER") == 0 || strcasecmp(p, "TEXT") == 0)
         return !has_list;
     return part && strcasecmp(p, "MIME") == 0 && !has_list;
+}
+
+static int add_section(struct fetch *f, const struct imap_arg *a, bool peek, const char **why);
+
+/* add_binary(): BINARY[part]<partial>, BINARY.PEEK[...], BINARY.SIZE[part] (RFC 3516). */
+static int add_binary(struct fetch *f, const struct imap_arg *a, bool peek, bool size,
+                      const char **why)
+{
+    if (f->nsect == FETCH_SECTIONS_MAX) {
+        *why = "Too many sections";
+        return -1;
+    }
+    struct fsect *x = &f->sect[f->nsect];
+    memset(x, 0, sizeof *x);
+    x->kind = size ? SK_BINARY_SIZE : SK_BINARY;
+    x->peek = peek || size;
+    if (a->count > 1 || (a->flags & IMAP_ARG_FLAG_SUFFIX) || (size && (a->flags & IMAP_ARG_FLAG_PARTIAL))) {
+        *why = "Bad BINARY section";
+        return -1;
+    }
+    if (a->count == 1) {
+        const struct imap_arg *it = &a->list[0];
+        if (it->type != IMAP_ARG_ATOM || it->len >= sizeof x->spec) {
+            *why = "Bad BINARY section";
+            return -1;
+        }
+        memcpy(x->spec, it->str, it->len);
+        x->spec[it->len] = 0;
+        /* section-binary: part numbers only */
+        for (const char *p = x->spec; *p; p++)
+            if (!((*p >= '0' && *p <= '9') || *p == '.') || (*p == '0' && (p == x->spec || p[-1] == '.'))) {
+                *why = "Bad BINARY section";
+                return -1;
+            }
+    }
+    int n = snprintf(x->label, sizeof x->label, "%s[%s]", size ? "BINARY.SIZE" : "BINARY", x->spec);
+    if (a->flags & IMAP_ARG_FLAG_PARTIAL) {
+        x->partial = true;
+        x->off = a->partial_offset;
+        x->count = a->partial_count;
+        snprintf(x->label + n, sizeof x->label - (size_t) n, "<%" PRIu64 ">", x->off);
+    }
+    f->nsect++;
+    if (!x->peek)
+        f->sets_seen = true;
+    return 0;
 }
 
 static int add_section(struct fetch *f, const struct imap_arg *a, bool peek, const char **why)
@@ -155,6 +201,12 @@ static int add_item(struct fetch *f, const struct imap_arg *a, const char **why)
             return add_section(f, a, false, why);
         if (imap_arg_atom_equals(a, "BODY.PEEK"))
             return add_section(f, a, true, why);
+        if (imap_arg_atom_equals(a, "BINARY"))
+            return add_binary(f, a, false, false, why);
+        if (imap_arg_atom_equals(a, "BINARY.PEEK"))
+            return add_binary(f, a, true, false, why);
+        if (imap_arg_atom_equals(a, "BINARY.SIZE"))
+            return add_binary(f, a, true, true, why);
         *why = "Unknown FETCH item";
         return -1;
     }
@@ -228,9 +280,64 @@ static int load_mime(const Tern__MessageRec *m, const uint8_t *body, size_t blen
     return mime_parse(body, blen, out) == 0 ? 0 : -1;
 }
 
+/* write_binary(): the decoded content of a leaf part (RFC 3516), or its size. */
+static void write_binary(struct imap_sess *s, const struct fsect *x, const uint8_t *body,
+                         size_t blen, struct mime_msg *mm, bool have_mime)
+{
+    struct mime_range r = {0, (uint32_t) blen};
+    enum mime_section_kind kind;
+    const char *enc = "";
+    size_t encl = 0;
+    if (x->spec[0]) {
+        if (!have_mime || mime_section_range(mm, x->spec, strlen(x->spec), &r, &kind) != 0 ||
+            r.off > blen || r.len > blen - r.off) {
+            net_conn_printf(s->c, "%s NIL", x->label);
+            return;
+        }
+        for (uint32_t i = 0; i < mm->nparts; i++) {
+            const struct mime_part *p = &mm->parts[i];
+            if (p->body_off == r.off && p->body_end == r.off + r.len &&
+                p->encoding.off != MIME_NIL_OFF) {
+                enc = mm->strs + p->encoding.off;
+                encl = p->encoding.len;
+            }
+        }
+    }
+    size_t n = 0;
+    char *dec = imap_decode_cte((const char *) body + r.off, r.len, enc, encl, &n);
+    if (dec == NULL) {
+        net_conn_printf(s->c, "%s NIL", x->label);
+        return;
+    }
+    if (x->kind == SK_BINARY_SIZE) {
+        net_conn_printf(s->c, "%s %zu", x->label, n);
+        free(dec);
+        return;
+    }
+    const char *p = dec;
+    if (x->partial) {
+        if (x->off >= n) {
+            n = 0;
+        } else {
+            p += x->off;
+            n -= x->off;
+            if (n > x->count)
+                n = x->count;
+        }
+    }
+    /* literal8 (~{n}) when the bytes hold a NUL: RFC 3516 4.2 */
+    net_conn_printf(s->c, "%s %s{%zu}\r\n", x->label, memchr(p, 0, n) ? "~" : "", n);
+    net_conn_write(s->c, p, n);
+    free(dec);
+}
+
 static void write_section(struct imap_sess *s, const struct fsect *x, const uint8_t *body,
                           size_t blen, struct mime_msg *mm, bool have_mime)
 {
+    if (x->kind == SK_BINARY || x->kind == SK_BINARY_SIZE) {
+        write_binary(s, x, body, blen, mm, have_mime);
+        return;
+    }
     struct mime_range r = {0, (uint32_t) blen};
     enum mime_section_kind kind = MIME_SECTION_BODY;
     struct mime_buf tmp;
@@ -283,7 +390,7 @@ static bool fetch_one(struct fetch *f, uint32_t msn, uint32_t uid)
     bool need_mime = f->envelope || f->bodystructure || f->body;
     for (size_t i = 0; i < f->nsect; i++)
         need_mime = need_mime || f->sect[i].spec[0] || f->sect[i].kind == SK_RFC822_HEADER ||
-                    f->sect[i].kind == SK_RFC822_TEXT;
+                    f->sect[i].kind == SK_RFC822_TEXT || f->sect[i].kind == SK_BINARY;
     char *body = NULL;
     size_t blen = 0;
     if ((need_body || (need_mime && !m->has_mime)) && m->body_hash.len == BODY_HASH_LEN &&

@@ -94,6 +94,9 @@ void imap_cmd_fetch(struct imap_sess *s, struct imap_cmd *cmd);  /* fetch.c */
 void imap_cmd_search(struct imap_sess *s, struct imap_cmd *cmd); /* search.c */
 void imap_cmd_sort(struct imap_sess *s, struct imap_cmd *cmd);   /* sort.c */
 void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd); /* sort.c */
+/* imap_decode_cte(): P[0..N) with content-transfer-encoding ENC (base64, quoted-printable;
+ * anything else is copied) undone, malloc'd, *OUTL octets; NULL when out of memory. */
+char *imap_decode_cte(const char *p, size_t n, const char *enc, size_t encl, size_t *outl);
 /* imap_search_match(): the sequence numbers (ascending, malloc'd in *OUT) of the messages
  * that search keys A[0..N) match; -1 with *WHY (a BAD text) when the keys are invalid. */
 long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n,

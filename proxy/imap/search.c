@@ -357,8 +357,8 @@ static int hexv(int ch)
     return -1;
 }
 
-/* decode_content(): base64 or quoted-printable undone into OUT (malloc'd). */
-static char *decode_content(const char *p, size_t n, const char *enc, size_t encl, size_t *outl)
+/* imap_decode_cte(): base64 or quoted-printable undone into OUT (malloc'd). */
+char *imap_decode_cte(const char *p, size_t n, const char *enc, size_t encl, size_t *outl)
 {
     char *out = malloc(n + 1);
     size_t o = 0;
@@ -423,7 +423,7 @@ static bool body_match(struct cand *c, const char *needle, size_t nn)
         const char *enc = p->encoding.off == MIME_NIL_OFF ? "" : c->mm.strs + p->encoding.off;
         size_t el = p->encoding.off == MIME_NIL_OFF ? 0 : p->encoding.len;
         size_t dl;
-        char *dec = decode_content(c->body + p->body_off, p->body_end - p->body_off, enc, el, &dl);
+        char *dec = imap_decode_cte(c->body + p->body_off, p->body_end - p->body_off, enc, el, &dl);
         bool hit = dec && ci_find(dec, dl, needle, nn);
         free(dec);
         if (hit)
@@ -457,7 +457,7 @@ static size_t rfc2047_decode(const char *in, size_t n, char *out, size_t cap)
                     size_t dl = 0;
                     char *d;
                     if (e == 'b' || e == 'B') {
-                        d = decode_content(text, (size_t) (end - text), "base64", 6, &dl);
+                        d = imap_decode_cte(text, (size_t) (end - text), "base64", 6, &dl);
                     } else {
                         d = malloc((size_t) (end - text) + 1);
                         for (const char *t = text; d && t < end; t++) {

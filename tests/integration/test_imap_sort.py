@@ -130,3 +130,28 @@ def test_thread_references(imap_t, imap):
     line = [l for l in r.ok("THREAD REFERENCES UTF-8 NOT SUBJECT other")
             if l.startswith(b"* THREAD")][0]
     assert line == b"* THREAD ((1 2 3)(6))(7)", line
+
+
+def test_binary(imap_t, imap):
+    """RFC 3516: BINARY[part] decodes base64 and quoted-printable; literal8 when the bytes
+    hold a NUL; BINARY.SIZE is the decoded size; partials count decoded octets."""
+    import base64 as b64
+
+    user = imap_user(imap_t)
+    payload = bytes(range(256))
+    msg = ("Subject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n"
+           "\r\n--XX\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable"
+           "\r\n\r\nh=C3=A9llo=\r\n world\r\n--XX\r\nContent-Type: application/octet-stream\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\n"
+           + b64.encodebytes(payload).decode().replace("\n", "\r\n") + "--XX--\r\n")
+    smtp_deliver(imap_t, user, msg.encode())
+    r = imap(user)
+    r.ok("SELECT INBOX")
+    lines = r.ok("FETCH 1 (BINARY.SIZE[1] BINARY.SIZE[2])")
+    assert b"BINARY.SIZE[1] 12" in lines[0] and b"BINARY.SIZE[2] 256" in lines[0], lines
+    lines = r.ok("FETCH 1 (BINARY.PEEK[2]<16.8>)")
+    assert b"BINARY[2]<16> {8}" in lines[0] or b"BINARY[2]<16> ~{8}" in lines[0], lines
+    lines = r.ok("FETCH 1 (BINARY.PEEK[2])")
+    assert b"BINARY[2] ~{256}\r\n" + payload + b")" in lines[0], lines[0][:80]  # literal8
+    lines, done = r.cmd("FETCH 1 (BINARY[1.HEADER])")
+    assert b" BAD " in done, done
