@@ -196,6 +196,20 @@ static int propose(struct imap_sess *s, Tern__Command *cmd, command_done_cb *don
     return command_propose(net_conn_node(s->c)->cons, net_conn_loopq(s->c), cmd, done, arg);
 }
 
+/* propose_async(): CMD waits for C's commit, answered by DONE(X). On failure X is freed,
+ * CMD answered NO and released. Returns true: CMD was taken over either way. */
+static bool propose_async(struct imap_sess *s, struct imap_cmd *cmd, Tern__Command *c,
+                          command_done_cb *done, void *x)
+{
+    begin_async(s, cmd);
+    if (propose(s, c, done, x) != 0) {
+        free(x);
+        imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Try again");
+        imap_done(s);
+    }
+    return true;
+}
+
 /* ---- the view ---- */
 
 static bool u32_push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
@@ -1089,13 +1103,7 @@ static bool propose_simple(struct imap_sess *s, struct imap_cmd *cmd, Tern__Comm
     x->s = s;
     snprintf(x->tag, sizeof x->tag, "%s", cmd->tag);
     snprintf(x->what, sizeof x->what, "%s", cmd->name);
-    begin_async(s, cmd);
-    if (propose(s, c, simple_done, x) != 0) {
-        free(x);
-        imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Try again");
-        imap_done(s);
-    }
-    return true;
+    return propose_async(s, cmd, c, simple_done, x);
 }
 
 static bool cmd_create(struct imap_sess *s, struct imap_cmd *cmd)
@@ -1537,15 +1545,8 @@ static bool expunge(struct imap_sess *s, struct imap_cmd *cmd, bool close)
     Tern__Command c = TERN__COMMAND__INIT;
     c.op_case = TERN__COMMAND__OP_EXPUNGE;
     c.expunge = &op;
-    begin_async(s, cmd);
-    if (propose(s, &c, expunge_done, x) != 0) {
-        free(x);
-        imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Try again");
-        free(d.uids);
-        imap_done(s);
-        return true;
-    }
-    free(d.uids);
+    propose_async(s, cmd, &c, expunge_done, x);
+    free(d.uids); /* the command was packed */
     return true;
 }
 
@@ -1714,15 +1715,8 @@ static bool cmd_store(struct imap_sess *s, struct imap_cmd *cmd)
     Tern__Command c = TERN__COMMAND__INIT;
     c.op_case = TERN__COMMAND__OP_STORE_FLAGS;
     c.store_flags = &op;
-    begin_async(s, cmd);
-    if (propose(s, &c, store_done, x) != 0) {
-        free(x);
-        imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Try again");
-        free(uids);
-        imap_done(s);
-        return true;
-    }
-    free(uids);
+    propose_async(s, cmd, &c, store_done, x);
+    free(uids); /* the command was packed */
     return true;
 }
 
@@ -1839,15 +1833,8 @@ static bool cmd_copy(struct imap_sess *s, struct imap_cmd *cmd)
     Tern__Command c = TERN__COMMAND__INIT;
     c.op_case = TERN__COMMAND__OP_COPY_MESSAGES;
     c.copy_messages = &op;
-    begin_async(s, cmd);
-    if (propose(s, &c, copy_done, x) != 0) {
-        free(x);
-        imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Try again");
-        free(uids);
-        imap_done(s);
-        return true;
-    }
-    free(uids);
+    propose_async(s, cmd, &c, copy_done, x);
+    free(uids); /* the command was packed */
     return true;
 }
 
