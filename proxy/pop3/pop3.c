@@ -35,7 +35,6 @@
 #include "passwd.h"
 #include "smtp_parse.h" /* base64 and SASL PLAIN */
 
-#define POP3_IDLE_MS       (10 * 60 * 1000)
 #define POP3_SASL_LINE_MAX 4096 /* RFC 5034 4: a long SASL response goes on its own line */
 #define POP3_FAIL_DELAY_MS 1000  /* a failed login is answered after this */
 #define POP3_FAILURES_MAX  3
@@ -51,6 +50,7 @@ struct pmsg {
 
 struct psess {
     struct net_conn *c;
+    unsigned idle_ms; /* pop3.idle_timeout_ms */
     enum pstate state;
     char user[ADDR_MAX + 1]; /* from USER */
     char account_addr[ADDR_MAX + 1];
@@ -658,7 +658,7 @@ static void session_input(void *arg, struct net_conn *c)
             dispatch(s, line);
         }
         explicit_bzero(line, sizeof line);
-        net_conn_timeout(c, POP3_IDLE_MS);
+        net_conn_timeout(c, s->idle_ms);
     }
 }
 
@@ -669,7 +669,10 @@ static void *session_open(struct net_conn *c)
         return NULL;
     s->c = c;
     s->state = P_AUTH;
-    net_conn_timeout(c, POP3_IDLE_MS);
+    s->idle_ms = (unsigned) config_uint(net_conn_node(c)->cfg, "pop3", "idle_timeout_ms");
+    if (s->idle_ms == 0)
+        s->idle_ms = 600000;
+    net_conn_timeout(c, s->idle_ms);
     out(s, "+OK Tern POP3 ready");
     return s;
 }

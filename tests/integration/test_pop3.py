@@ -1124,3 +1124,26 @@ def test_fetchmail_over_stls_and_pop3s(t, tmp_path):
     assert r.returncode == 0, (r.stderr + r.stdout).decode(errors="replace")[-2000:]
     assert sorted(map(lf, bodies)) == sorted(map(lf, got_files(out)))
     assert stored(t, user) == []
+
+
+def test_idle_timeout_deletes_nothing(cluster):
+    """pop3.idle_timeout_ms: an idle session is told and closed; its DELE marks are lost."""
+    from conftest import pop3_node
+
+    t = pop3_node(cluster, sets=("--set", "pop3.idle_timeout_ms=800")).start()
+    t.ctl("domain", "add", "idle.test").ok()
+    t.ctl("user", "add", "i@idle.test", password="pw").ok()
+    smtp_deliver(t, "i@idle.test", b"Subject: keep\r\n\r\nx\r\n")
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", t.pop3_ports["pop3"]), timeout=10)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"+OK")
+    s.sendall(b"USER i@idle.test\r\nPASS pw\r\nDELE 1\r\n")
+    for _ in range(3):
+        assert f.readline().startswith(b"+OK")
+    last = f.readline()  # the server speaks first: idle for too long
+    assert last.startswith(b"-ERR"), last
+    assert f.readline() == b""  # then closes
+    s.close()
+    assert len(messages(t, "i@idle.test")) == 1
