@@ -18,6 +18,7 @@
 
 #include "body_store.h"
 #include "imap.h"
+#include "model.h"
 #include "log.h"
 
 #define SEARCH_DEPTH_MAX 32
@@ -496,10 +497,57 @@ static size_t rfc2047_decode(const char *in, size_t n, char *out, size_t cap)
     return o;
 }
 
+/* env_match(): SUBJECT, FROM, TO, CC, BCC answered from the envelope stored at delivery,
+ * without reading the body: *DECIDED says whether it could. */
+static bool env_match(struct cand *c, const char *name, size_t nl, const char *needle, size_t nn,
+                      bool *decided)
+{
+    static const char *fields[] = {"subject", "from", "to", "cc", "bcc"};
+    size_t f = 0;
+    while (f < 5 && !(strlen(fields[f]) == nl && strncasecmp(name, fields[f], nl) == 0))
+        f++;
+    *decided = false;
+    if (f == 5 || !c->m->has_mime || !load_mime(c) || c->mm.nenvs == 0)
+        return false;
+    *decided = true;
+    const struct mime_envelope *e = &c->mm.envs[0];
+    char dec[8192];
+    if (f == 0) {
+        if (e->subject.off == MIME_NIL_OFF)
+            return false;
+        size_t dl = rfc2047_decode(c->mm.strs + e->subject.off, e->subject.len, dec, sizeof dec);
+        return ci_find(dec, dl, needle, nn);
+    }
+    const struct mime_list *l = f == 1 ? &e->from : f == 2 ? &e->to : f == 3 ? &e->cc : &e->bcc;
+    for (uint32_t i = 0; i < l->count; i++) {
+        const struct mime_addr *a = &c->mm.addrs[l->first + i];
+        size_t o = 0;
+        if (a->name.off != MIME_NIL_OFF)
+            o = rfc2047_decode(c->mm.strs + a->name.off, a->name.len, dec, sizeof dec - 600);
+        if (a->mailbox.off != MIME_NIL_OFF && a->mailbox.len < 280 && o + 300 < sizeof dec) {
+            dec[o++] = ' ';
+            memcpy(dec + o, c->mm.strs + a->mailbox.off, a->mailbox.len);
+            o += a->mailbox.len;
+            if (a->host.off != MIME_NIL_OFF && a->host.len < 256 && o + a->host.len + 1 < sizeof dec) {
+                dec[o++] = '@';
+                memcpy(dec + o, c->mm.strs + a->host.off, a->host.len);
+                o += a->host.len;
+            }
+        }
+        if (ci_find(dec, o, needle, nn))
+            return true;
+    }
+    return false;
+}
+
 /* header_match(): a field NAME of the top header whose value contains NEEDLE. */
 static bool header_match(struct cand *c, const char *name, size_t nl, const char *needle,
                          size_t nn)
 {
+    bool decided;
+    bool hit = env_match(c, name, nl, needle, nn, &decided);
+    if (decided)
+        return hit;
     if (!load_body(c))
         return false;
     const char *p = c->body, *end = c->body + c->blen;
@@ -635,6 +683,54 @@ static bool uses_modseq(const struct skey *k)
     return false;
 }
 
+/* One pass over the mailbox's index (one iterator, records decoded once), in UID order,
+ * which is sequence order: each record the view knows is matched against ROOT. */
+struct scan_ctx {
+    struct imap_sess *s;
+    const struct skey *root;
+    uint32_t *hits; /* msns */
+    size_t nh;
+    uint64_t maxmod;
+};
+
+static int scan_one(void *ctx, const ProtobufCMessage *rec)
+{
+    struct scan_ctx *x = ctx;
+    const Tern__MessageRec *m = (const Tern__MessageRec *) rec;
+    uint32_t msn = imap_view_msn(x->s->v, m->uid);
+    if (msn == 0)
+        return 0; /* arrived after the view was last updated */
+    struct cand c = {.s = x->s, .msn = msn, .uid = m->uid, .m = (Tern__MessageRec *) m};
+    if (eval(x->root, &c)) {
+        x->hits[x->nh++] = msn;
+        if (m->modseq > x->maxmod)
+            x->maxmod = m->modseq;
+    }
+    free(c.body);
+    mime_free(&c.mm);
+    return 0;
+}
+
+static int search_scan(struct imap_sess *s, const struct skey *root, struct scan_ctx *x)
+{
+    struct imap_view *v = s->v;
+    memset(x, 0, sizeof *x);
+    x->s = s;
+    x->root = root;
+    x->hits = malloc((v->n ? v->n : 1) * sizeof *x->hits);
+    if (x->hits == NULL)
+        return -1;
+    if (v->n == 0)
+        return 0;
+    if (model_messages(net_conn_node(s->c)->db, v->id, v->uids[0], v->uids[v->n - 1], scan_one,
+                       x) < 0) {
+        free(x->hits);
+        x->hits = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n,
                        uint32_t **out, const char **why)
 {
@@ -647,20 +743,10 @@ long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n,
             *why = "Missing search key";
         return -1;
     }
-    struct imap_view *v = s->v;
-    uint32_t *hits = malloc((v->n ? v->n : 1) * sizeof *hits);
-    size_t nh = 0;
-    for (size_t k = 0; hits && k < v->n; k++) {
-        struct cand c = {.s = s, .msn = (uint32_t) k + 1, .uid = v->uids[k]};
-        c.m = imap_load_message(s, c.uid);
-        if (c.m == NULL)
-            continue;
-        if (eval(root, &c))
-            hits[nh++] = c.msn;
-        tern__message_rec__free_unpacked(c.m, NULL);
-        free(c.body);
-        mime_free(&c.mm);
-    }
+    struct scan_ctx x;
+    int rv = search_scan(s, root, &x);
+    uint32_t *hits = rv == 0 ? x.hits : NULL;
+    size_t nh = x.nh;
     skey_free(root);
     if (hits == NULL) {
         *why = "Out of memory";
@@ -718,24 +804,12 @@ void imap_cmd_search(struct imap_sess *s, struct imap_cmd *cmd)
         imap_tagged(s, cmd->tag, "BAD", "%s", why ? why : "Missing search key");
         return;
     }
-    struct imap_view *v = s->v;
-    uint32_t *hits = malloc((v->n ? v->n : 1) * sizeof *hits);
-    size_t nh = 0;
-    uint64_t maxmod = 0;
-    for (size_t k = 0; hits && k < v->n; k++) {
-        struct cand c = {.s = s, .msn = (uint32_t) k + 1, .uid = v->uids[k]};
-        c.m = imap_load_message(s, c.uid);
-        if (c.m == NULL)
-            continue;
-        if (eval(root, &c)) {
-            hits[nh++] = cmd->uid ? c.uid : c.msn;
-            if (c.m->modseq > maxmod)
-                maxmod = c.m->modseq;
-        }
-        tern__message_rec__free_unpacked(c.m, NULL);
-        free(c.body);
-        mime_free(&c.mm);
-    }
+    struct scan_ctx x;
+    uint32_t *hits = search_scan(s, root, &x) == 0 ? x.hits : NULL;
+    size_t nh = x.nh;
+    uint64_t maxmod = x.maxmod;
+    for (size_t k = 0; hits && cmd->uid && k < nh; k++)
+        hits[k] = s->v->uids[hits[k] - 1];
     bool modseq = uses_modseq(root);
     skey_free(root);
     if (hits == NULL) {

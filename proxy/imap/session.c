@@ -282,14 +282,23 @@ long imap_view_uids(const struct imap_view *v, const struct imap_seqset *set, bo
 struct load_ctx {
     struct imap_view *v;
     bool fail;
+    uint32_t first_unseen; /* msn, 0 = none: found in the same pass (SELECT reads once) */
 };
 
 static int load_uid(void *ctx, const ProtobufCMessage *m)
 {
     struct load_ctx *l = ctx;
-    if (!u32_push(&l->v->uids, &l->v->n, &l->v->cap, ((const Tern__MessageRec *) m)->uid)) {
+    const Tern__MessageRec *r = (const Tern__MessageRec *) m;
+    if (!u32_push(&l->v->uids, &l->v->n, &l->v->cap, r->uid)) {
         l->fail = true;
         return 1;
+    }
+    if (l->first_unseen == 0) {
+        bool seen = false;
+        for (size_t i = 0; i < r->n_flags && !seen; i++)
+            seen = strcasecmp(r->flags[i], "\\Seen") == 0;
+        if (!seen)
+            l->first_unseen = (uint32_t) l->v->n;
     }
     return 0;
 }
@@ -1266,6 +1275,7 @@ void imap_vanished(struct imap_sess *s, uint64_t id, uint64_t since, const struc
 struct select_ctx {
     struct imap_sess *s;
     Tern__MailboxRec *m;
+    uint32_t first_unseen;
     bool examine;
     uint64_t qr_validity, qr_modseq;
     char tag[IMAP_PARSER_TAG_MAX + 1];
@@ -1290,13 +1300,14 @@ static void select_respond(struct select_ctx *x)
             imap_untagged(s, "%zu RECENT", recent);
         }
         struct unseen_ctx u = {.s = s};
-        if (x->qr_validity && x->qr_validity == v->uidvalidity)
+        if (x->qr_validity && x->qr_validity == v->uidvalidity) {
+            /* QRESYNC: a second pass, only when asked for, for what changed since */
             imap_vanished(s, v->id, x->qr_modseq, NULL);
-        if (x->qr_validity == v->uidvalidity)
             u.since = x->qr_modseq;
-        model_messages(sdb(s), v->id, 1, UINT32_MAX, scan_unseen, &u);
-        if (u.first_unseen && !s->rev2)
-            imap_untagged(s, "OK [UNSEEN %u] First unseen", u.first_unseen);
+            model_messages(sdb(s), v->id, 1, UINT32_MAX, scan_unseen, &u);
+        }
+        if (x->first_unseen && !s->rev2)
+            imap_untagged(s, "OK [UNSEEN %u] First unseen", x->first_unseen);
         imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", v->uidvalidity);
         imap_untagged(s, "OK [UIDNEXT %u] Predicted next UID", m->uidnext);
         imap_untagged(s, "OK [HIGHESTMODSEQ %" PRIu64 "] Highest", m->highestmodseq);
@@ -1397,6 +1408,7 @@ static bool cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
         return false;
     }
     x->s = s;
+    x->first_unseen = l.first_unseen;
     x->m = m; /* owned by the context from here */
     x->examine = examine;
     x->qr_validity = qr_validity;
