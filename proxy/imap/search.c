@@ -762,10 +762,14 @@ void imap_cmd_search(struct imap_sess *s, struct imap_cmd *cmd)
     size_t n = cmd->count, i = 0;
     const char *why = NULL;
     unsigned ret = 0; /* ESEARCH: 1 MIN, 2 MAX, 4 COUNT, 8 ALL */
-    bool esearch = false;
+    /* IMAP4rev2 (RFC 9051 7.3.4) has no SEARCH response: always ESEARCH, ALL by default */
+    bool esearch = s->rev2;
+    if (esearch)
+        ret = 8;
     if (i < n && imap_arg_atom_equals(&a[i], "RETURN") && i + 1 < n &&
         a[i + 1].type == IMAP_ARG_LIST) {
         esearch = true;
+        ret = 0;
         const struct imap_arg *r = &a[i + 1];
         for (size_t j = 0; j < r->count; j++) {
             if (imap_arg_atom_equals(&r->list[j], "MIN"))

@@ -155,3 +155,20 @@ def test_binary(imap_t, imap):
     assert b"BINARY[2] ~{256}\r\n" + payload + b")" in lines[0], lines[0][:80]  # literal8
     lines, done = r.cmd("FETCH 1 (BINARY[1.HEADER])")
     assert b" BAD " in done, done
+
+
+def test_rev2_search_answers_esearch(imap_t, imap):
+    """RFC 9051 7.3.4: after ENABLE IMAP4rev2 a SEARCH is answered with ESEARCH (ALL)."""
+    user = imap_user(imap_t)
+    for i in range(3):
+        smtp_deliver(imap_t, user, f"Subject: s{i}\r\n\r\nx\r\n".encode())
+    r = imap(user)
+    assert any(b"ENABLED IMAP4rev2" in l for l in r.ok("ENABLE IMAP4rev2"))
+    r.ok("SELECT INBOX")
+    lines = r.ok("SEARCH ALL")
+    assert any(l.startswith(b"* ESEARCH (TAG ") and l.endswith(b" ALL 1:3") for l in lines), lines
+    assert not any(l.startswith(b"* SEARCH") for l in lines), lines
+    lines = r.ok("UID SEARCH RETURN (COUNT) ALL")
+    assert any(b" UID COUNT 3" in l for l in lines), lines
+    lines = r.ok("SEARCH SUBJECT nomatch")
+    assert any(l.startswith(b"* ESEARCH (TAG ") and b"ALL" not in l for l in lines), lines
