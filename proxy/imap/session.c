@@ -998,6 +998,25 @@ static int count_one(void *ctx, const ProtobufCMessage *m)
     return 0;
 }
 
+static int count_deleted_one(void *ctx, const ProtobufCMessage *m)
+{
+    const Tern__MessageRec *r = (const Tern__MessageRec *) m;
+    for (size_t i = 0; i < r->n_flags; i++)
+        if (strcasecmp(r->flags[i], "\\Deleted") == 0) {
+            (*(size_t *) ctx)++;
+            break;
+        }
+    return 0;
+}
+
+/* count_deleted(): STATUS DELETED (RFC 9051 6.3.11): messages flagged \Deleted. */
+static size_t count_deleted(struct imap_sess *s, const Tern__MailboxRec *m)
+{
+    size_t n = 0;
+    model_messages(sdb(s), m->id, 1, UINT32_MAX, count_deleted_one, &n);
+    return n;
+}
+
 /* count_recent(): messages no session has claimed as \Recent yet. */
 static size_t count_recent(struct imap_sess *s, const Tern__MailboxRec *m)
 {
@@ -1029,6 +1048,8 @@ static void write_status_items(struct imap_sess *s, const Tern__MailboxRec *m,
             net_conn_printf(s->c, "%sHIGHESTMODSEQ %" PRIu64, sep, m->highestmodseq);
         else if (imap_arg_atom_equals(a, "SIZE"))
             net_conn_printf(s->c, "%sSIZE %" PRIu64, sep, m->bytes);
+        else if (imap_arg_atom_equals(a, "DELETED"))
+            net_conn_printf(s->c, "%sDELETED %zu", sep, count_deleted(s, m));
     }
     net_conn_write(s->c, ")", 1);
 }

@@ -172,3 +172,15 @@ def test_rev2_search_answers_esearch(imap_t, imap):
     assert any(b" UID COUNT 3" in l for l in lines), lines
     lines = r.ok("SEARCH SUBJECT nomatch")
     assert any(l.startswith(b"* ESEARCH (TAG ") and b"ALL" not in l for l in lines), lines
+
+
+def test_status_deleted(imap_t, imap):
+    """RFC 9051 6.3.11: STATUS DELETED counts the messages flagged \\Deleted."""
+    user = imap_user(imap_t)
+    for i in range(3):
+        smtp_deliver(imap_t, user, f"Subject: d{i}\r\n\r\nx\r\n".encode())
+    r = imap(user)
+    r.ok("SELECT INBOX")
+    r.ok("STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    st = [l for l in r.ok("STATUS INBOX (MESSAGES DELETED)") if l.startswith(b"* STATUS")][0]
+    assert b"MESSAGES 3" in st and b"DELETED 2" in st, st
