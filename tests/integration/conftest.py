@@ -764,21 +764,23 @@ class ImapClosed(Exception):
     """The server closed the connection where a response was expected."""
 
 
-class RawIMAP:
-    """An IMAP client that sends exactly the bytes it is given. Every read is bounded by
-    TIMEOUT. Responses are lines (bytes, without CRLF) in which a literal {n} is kept
-    inline: the line continues with the n octets and whatever follows them."""
+class _RawClient:
+    """The socket plumbing RawIMAP and RawPOP3 share: connect (a PROXY header first if
+    given, then TLS if asked), send bytes as given, and fill the read buffer with every read
+    bounded by the timeout; a peer that goes away raises the subclass's CLOSED."""
 
-    def __init__(self, port, host="127.0.0.1", tls=False, timeout=IMAP_TIMEOUT, greet=True):
+    closed = ConnectionError
+
+    def _connect(self, port, host, tls, timeout, prefix=b""):
         self.timeout = timeout
         self.s = socket.create_connection((host, port), timeout=timeout)
         self.s.settimeout(timeout)
+        if prefix:  # a PROXY header, before anything else
+            self.s.sendall(prefix)
         if tls:
             self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
             self.s.settimeout(timeout)
         self.buf = b""
-        self.n = 0
-        self.greeting = self.line() if greet else None
 
     def send(self, data):
         if isinstance(data, str):
@@ -789,14 +791,27 @@ class RawIMAP:
         try:
             chunk = self.s.recv(1 << 20)
         except (ConnectionResetError, BrokenPipeError) as e:
-            raise ImapClosed(str(e)) from e
+            raise self.closed(str(e)) from e
         except OSError as e:
             if isinstance(e, (socket.timeout, TimeoutError)):
                 raise
-            raise ImapClosed(str(e)) from e  # TLS: an abrupt close
+            raise self.closed(str(e)) from e  # TLS: an abrupt close
         if not chunk:
-            raise ImapClosed("EOF")
+            raise self.closed("EOF")
         self.buf += chunk
+
+
+class RawIMAP(_RawClient):
+    """An IMAP client that sends exactly the bytes it is given. Every read is bounded by
+    TIMEOUT. Responses are lines (bytes, without CRLF) in which a literal {n} is kept
+    inline: the line continues with the n octets and whatever follows them."""
+
+    closed = ImapClosed
+
+    def __init__(self, port, host="127.0.0.1", tls=False, timeout=IMAP_TIMEOUT, greet=True):
+        self._connect(port, host, tls, timeout)
+        self.n = 0
+        self.greeting = self.line() if greet else None
 
     def line(self):
         """One response line, literals included inline (bytes, without the final CRLF)."""
@@ -1119,41 +1134,17 @@ class Pop3Closed(Exception):
     """The server closed the connection where a response was expected."""
 
 
-class RawPOP3:
+class RawPOP3(_RawClient):
     """A POP3 client that sends exactly the bytes it is given. Every read is bounded by
     TIMEOUT. Lines are bytes without the CRLF; multi-line responses are returned as sent,
     dot-stuffing included."""
 
+    closed = Pop3Closed
+
     def __init__(self, port, host="127.0.0.1", tls=False, timeout=POP3_TIMEOUT, greet=True,
                  prefix=b""):
-        self.timeout = timeout
-        self.s = socket.create_connection((host, port), timeout=timeout)
-        self.s.settimeout(timeout)
-        if prefix:  # a PROXY header, before anything else
-            self.s.sendall(prefix)
-        if tls:
-            self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
-            self.s.settimeout(timeout)
-        self.buf = b""
+        self._connect(port, host, tls, timeout, prefix)
         self.greeting = self.line() if greet else None
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.s.sendall(data)
-
-    def _fill(self):
-        try:
-            chunk = self.s.recv(1 << 20)
-        except (ConnectionResetError, BrokenPipeError) as e:
-            raise Pop3Closed(str(e)) from e
-        except OSError as e:
-            if isinstance(e, (socket.timeout, TimeoutError)):
-                raise
-            raise Pop3Closed(str(e)) from e  # TLS: an abrupt close
-        if not chunk:
-            raise Pop3Closed("EOF")
-        self.buf += chunk
 
     def line(self):
         while b"\r\n" not in self.buf:
