@@ -767,9 +767,9 @@ class ImapClosed(Exception):
 class _RawClient:
     """The socket plumbing RawIMAP and RawPOP3 share: connect (a PROXY header first if
     given, then TLS if asked), send bytes as given, and fill the read buffer with every read
-    bounded by the timeout; a peer that goes away raises the subclass's CLOSED."""
+    bounded by the timeout; a peer that goes away raises the subclass's CLOSED_EXC."""
 
-    closed = ConnectionError
+    closed_exc = ConnectionError
 
     def _connect(self, port, host, tls, timeout, prefix=b""):
         self.timeout = timeout
@@ -791,14 +791,61 @@ class _RawClient:
         try:
             chunk = self.s.recv(1 << 20)
         except (ConnectionResetError, BrokenPipeError) as e:
-            raise self.closed(str(e)) from e
+            raise self.closed_exc(str(e)) from e
         except OSError as e:
             if isinstance(e, (socket.timeout, TimeoutError)):
                 raise
-            raise self.closed(str(e)) from e  # TLS: an abrupt close
+            raise self.closed_exc(str(e)) from e  # TLS: an abrupt close
         if not chunk:
-            raise self.closed("EOF")
+            raise self.closed_exc("EOF")
         self.buf += chunk
+
+    def quiet(self, timeout=0.5):
+        """True when the server sends nothing (and does not close) for TIMEOUT seconds."""
+        if self.buf:
+            return False
+        self.s.settimeout(timeout)
+        try:
+            chunk = self.s.recv(65536)
+            self.buf += chunk
+            return False
+        except (socket.timeout, TimeoutError):
+            return True
+        except OSError:
+            return False
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def closed(self, timeout=None):
+        """True when the server closes the connection within TIMEOUT; what it sent before
+        is kept in self.buf."""
+        self.s.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            while True:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except OSError:
+            return True
+        finally:
+            try:
+                self.s.settimeout(self.timeout)
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
 
 
 class RawIMAP(_RawClient):
@@ -806,7 +853,7 @@ class RawIMAP(_RawClient):
     TIMEOUT. Responses are lines (bytes, without CRLF) in which a literal {n} is kept
     inline: the line continues with the n octets and whatever follows them."""
 
-    closed = ImapClosed
+    closed_exc = ImapClosed
 
     def __init__(self, port, host="127.0.0.1", tls=False, timeout=IMAP_TIMEOUT, greet=True):
         self._connect(port, host, tls, timeout)
@@ -862,53 +909,6 @@ class RawIMAP(_RawClient):
     def login(self, user, password):
         self.ok(f'LOGIN "{user}" "{password}"')
         return self
-
-    def quiet(self, timeout=0.5):
-        """True when the server sends nothing (and does not close) for TIMEOUT seconds."""
-        if self.buf:
-            return False
-        self.s.settimeout(timeout)
-        try:
-            chunk = self.s.recv(65536)
-            self.buf += chunk
-            return False
-        except (socket.timeout, TimeoutError):
-            return True
-        except OSError:
-            return False
-        finally:
-            try:
-                self.s.settimeout(self.timeout)
-            except OSError:
-                pass
-
-    def closed(self, timeout=None):
-        """True when the server closes the connection within TIMEOUT; what it sent before
-        is kept in self.buf."""
-        self.s.settimeout(timeout if timeout is not None else self.timeout)
-        try:
-            while True:
-                chunk = self.s.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except (socket.timeout, TimeoutError):
-            return False
-        except OSError:
-            return True
-        finally:
-            try:
-                self.s.settimeout(self.timeout)
-            except OSError:
-                pass
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
 
     def __enter__(self):
         return self
@@ -1139,7 +1139,7 @@ class RawPOP3(_RawClient):
     TIMEOUT. Lines are bytes without the CRLF; multi-line responses are returned as sent,
     dot-stuffing included."""
 
-    closed = Pop3Closed
+    closed_exc = Pop3Closed
 
     def __init__(self, port, host="127.0.0.1", tls=False, timeout=POP3_TIMEOUT, greet=True,
                  prefix=b""):
@@ -1194,53 +1194,6 @@ class RawPOP3(_RawClient):
         self.s = tls_client_context().wrap_socket(self.s, server_hostname="localhost")
         self.s.settimeout(self.timeout)
         return got
-
-    def quiet(self, timeout=0.5):
-        """True when the server sends nothing (and does not close) for TIMEOUT seconds."""
-        if self.buf:
-            return False
-        self.s.settimeout(timeout)
-        try:
-            chunk = self.s.recv(65536)
-            self.buf += chunk
-            return False
-        except (socket.timeout, TimeoutError):
-            return True
-        except OSError:
-            return False
-        finally:
-            try:
-                self.s.settimeout(self.timeout)
-            except OSError:
-                pass
-
-    def closed(self, timeout=None):
-        """True when the server closes the connection within TIMEOUT; what it sent before
-        is kept in self.buf."""
-        self.s.settimeout(timeout if timeout is not None else self.timeout)
-        try:
-            while True:
-                chunk = self.s.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except (socket.timeout, TimeoutError):
-            return False
-        except OSError:
-            return True
-        finally:
-            try:
-                self.s.settimeout(self.timeout)
-            except OSError:
-                pass
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
 
     def __enter__(self):
         return self
