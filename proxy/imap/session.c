@@ -765,6 +765,20 @@ static void auth_line(struct imap_sess *s, const char *line, size_t n)
 
 /* ---- mailbox names and LIST ---- */
 
+/* find_mailbox(): the account's mailbox NAME, or NULL after answering TAG with NO and
+ * MISSING ("[NONEXISTENT]", "[TRYCREATE]") or [SERVERBUG] on a storage error. */
+static Tern__MailboxRec *find_mailbox(struct imap_sess *s, const char *tag, const char *name,
+                                      const char *missing)
+{
+    Tern__MailboxRec *m = NULL;
+    int rv = model_mailbox_by_name(sdb(s), s->account, name, &m);
+    if (rv <= 0) {
+        imap_tagged(s, tag, "NO", "%s", rv < 0 ? "[SERVERBUG] Storage error" : missing);
+        return NULL;
+    }
+    return m;
+}
+
 static int mailbox_name(const struct imap_arg *a, char out[1024])
 {
     size_t n;
@@ -1078,11 +1092,8 @@ static void cmd_status(struct imap_sess *s, struct imap_cmd *cmd)
         imap_tagged(s, cmd->tag, "BAD", "Syntax: STATUS mailbox (items)");
         return;
     }
-    Tern__MailboxRec *m = NULL;
-    int rv = model_mailbox_by_name(sdb(s), s->account, name, &m);
-    if (rv <= 0) {
-        imap_tagged(s, cmd->tag, "NO",
-                    rv < 0 ? "[SERVERBUG] Storage error" : "[NONEXISTENT] No such mailbox");
+    Tern__MailboxRec *m = find_mailbox(s, cmd->tag, name, "[NONEXISTENT] No such mailbox");
+    if (m == NULL) {
         return;
     }
     net_conn_write(s->c, "* STATUS ", 9);
@@ -1391,11 +1402,8 @@ static bool cmd_select(struct imap_sess *s, struct imap_cmd *cmd)
             }
         }
     }
-    Tern__MailboxRec *m = NULL;
-    int rv = model_mailbox_by_name(sdb(s), s->account, name, &m);
-    if (rv <= 0) {
-        imap_tagged(s, cmd->tag, "NO",
-                    rv < 0 ? "[SERVERBUG] Storage error" : "[NONEXISTENT] No such mailbox");
+    Tern__MailboxRec *m = find_mailbox(s, cmd->tag, name, "[NONEXISTENT] No such mailbox");
+    if (m == NULL) {
         return false;
     }
     struct imap_view *v = calloc(1, sizeof *v);
@@ -1821,12 +1829,9 @@ static bool cmd_copy(struct imap_sess *s, struct imap_cmd *cmd)
         imap_tagged(s, cmd->tag, "NO", "[READ-ONLY] Mailbox is read-only");
         return false;
     }
-    Tern__MailboxRec *dst = NULL;
-    int rv = model_mailbox_by_name(sdb(s), s->account, name, &dst);
-    if (rv <= 0) {
+    Tern__MailboxRec *dst = find_mailbox(s, cmd->tag, name, "[TRYCREATE] No such mailbox");
+    if (dst == NULL) {
         imap_seqset_free(&set);
-        imap_tagged(s, cmd->tag, "NO",
-                    rv < 0 ? "[SERVERBUG] Storage error" : "[TRYCREATE] No such mailbox");
         return false;
     }
     uint64_t dst_id = dst->id;
@@ -2042,11 +2047,8 @@ static bool cmd_append(struct imap_sess *s, struct imap_cmd *cmd)
         imap_tagged(s, cmd->tag, "NO", "Empty message");
         return false;
     }
-    Tern__MailboxRec *m = NULL;
-    int rv = model_mailbox_by_name(sdb(s), s->account, name, &m);
-    if (rv <= 0) {
-        imap_tagged(s, cmd->tag, "NO",
-                    rv < 0 ? "[SERVERBUG] Storage error" : "[TRYCREATE] No such mailbox");
+    Tern__MailboxRec *m = find_mailbox(s, cmd->tag, name, "[TRYCREATE] No such mailbox");
+    if (m == NULL) {
         return false;
     }
     struct append_job *j = calloc(1, sizeof *j);
