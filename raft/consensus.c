@@ -32,11 +32,16 @@
 #include <time.h>
 #include <uv.h>
 
+#include "auth.h"
 #include "keys.h"
 #include "log.h"
+#include "transport.h"
 
 #define CONS_TICK_MS       50   /* status refresh and no-leader deadline checks */
 #define CONS_CLOSE_WAIT_MS 2000 /* longest wait for the leader's own appends at stop */
+#define CONS_FORWARD_PAUSE_MS 100  /* between attempts to reach a leader */
+#define CONS_CHANGE_RETRY_MS  200  /* another membership change is in flight */
+#define CONS_CHANGE_WAIT_MS   60000 /* give up on a membership change after this */
 
 /*
  * libraft's uv backend stores entries whose length is a multiple of 8 and only asserts it
@@ -55,7 +60,33 @@ struct proposal {
     void *arg;
     uint64_t deadline_ms; /* while no leader is known */
     void *result;         /* set by the apply hook, freed after done() */
+    uint64_t token;       /* forwarded: matches cons_forward_done() */
+    uint64_t fwd_index;   /* forwarded and applied by the leader at this index */
+    uint64_t retry_at_ms; /* forwarding paused until then */
     struct proposal *next, *prev;
+};
+
+/* an answer from the forwarder, queued for the loop (cons_forward_done) */
+struct fwd_answer {
+    uint64_t token;
+    int status;
+    uint64_t index;
+    void *result;
+    struct fwd_answer *next;
+};
+
+/* a membership change waiting for, or running on, the loop */
+struct change {
+    struct raft_change req; /* req.data = this */
+    struct raft_transfer treq;
+    struct cons *c;
+    enum cons_change_op op;
+    uint64_t id;
+    char address[64];
+    cons_change_cb *done;
+    void *arg;
+    uint64_t deadline_ms, retry_at_ms;
+    struct change *next;
 };
 
 struct plist {
@@ -72,6 +103,7 @@ struct cons {
     uv_async_t wake;
     uv_timer_t tick;
     struct raft_uv_transport transport;
+    bool own_transport; /* transport.c (authenticated), not libraft's TCP one */
     struct raft_io io;
     struct raft_fsm fsm;
     struct raft raft;
@@ -80,6 +112,8 @@ struct cons {
     pthread_mutex_t mu; /* guards inbox, stopping, status, start_* */
     pthread_cond_t started_cv;
     struct plist inbox; /* from cons_propose, not yet on the loop */
+    struct fwd_answer *answers; /* from cons_forward_done, not yet on the loop */
+    struct change *changes, **changes_tail; /* from cons_change, in order */
     bool stopping;
     bool stopped; /* the thread is gone: proposals fail at once */
     bool start_done;
@@ -90,6 +124,10 @@ struct cons {
     /* loop thread only */
     struct plist waiting;  /* no leader known yet */
     struct plist inflight; /* handed to raft_apply, index order */
+    struct plist forwarding; /* sent to the leader, waiting for its answer */
+    struct plist applying;   /* the leader applied them; waiting for our own apply */
+    uint64_t next_token;
+    struct change *change;   /* the membership change running now */
     bool closing;
     uint64_t close_deadline_ms; /* raft_close() by then even if appends are pending */
     uint64_t snapshots_taken, snapshot_index;
@@ -111,6 +149,10 @@ const char *cons_strerror(int status)
         return "out of memory";
     case CONS_EINVAL:
         return "invalid request";
+    case CONS_EUNREACHABLE:
+        return "leader unreachable";
+    case CONS_ETIMEDOUT:
+        return "timed out, outcome unknown";
     default:
         return "i/o error";
     }
@@ -158,6 +200,18 @@ static void finish(struct cons *c, struct proposal *p, int status, uint64_t inde
     free(p);
 }
 
+/* finish_applied(): forwarded proposals whose index is now applied here get answered. */
+static void finish_applied(struct cons *c, uint64_t applied)
+{
+    for (struct proposal *p = c->applying.head, *n; p; p = n) {
+        n = p->next;
+        if (p->fwd_index <= applied) {
+            plist_remove(&c->applying, p);
+            finish(c, p, 0, p->fwd_index);
+        }
+    }
+}
+
 static void refresh_status(struct cons *c)
 {
     struct cons_status s;
@@ -190,6 +244,22 @@ static void refresh_status(struct cons *c)
         if (laddr)
             snprintf(s.leader_address, sizeof s.leader_address, "%s", laddr);
     }
+    if (c->raft_inited) {
+        const struct raft_configuration *conf = &c->raft.configuration;
+        bool leader = raft_state(&c->raft) == RAFT_LEADER;
+        for (unsigned i = 0; i < conf->n && s.n_members < CONS_MEMBERS_MAX; i++) {
+            struct cons_member *m = &s.members[s.n_members++];
+            m->id = conf->servers[i].id;
+            snprintf(m->address, sizeof m->address, "%s", conf->servers[i].address);
+            m->role = conf->servers[i].role == RAFT_VOTER     ? CONS_VOTER
+                      : conf->servers[i].role == RAFT_STANDBY ? CONS_STANDBY
+                                                              : CONS_SPARE;
+            if (leader && c->raft.leader_state.progress != NULL)
+                m->match_index = conf->servers[i].id == c->cfg.id
+                                     ? raft_last_index(&c->raft)
+                                     : c->raft.leader_state.progress[i].match_index;
+        }
+    }
     s.snapshots_taken = c->snapshots_taken;
     s.snapshot_index = c->snapshot_index;
     if (c->raft_inited && c->raft.log.snapshot.last_index > s.snapshot_index)
@@ -220,6 +290,8 @@ static int hook_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void 
     *result = NULL; /* the result travels in the proposal, see apply_done() */
     c->applied = index;
     refresh_status(c);
+    if (c->applying.head)
+        finish_applied(c, index);
     return 0;
 }
 
@@ -253,7 +325,7 @@ static int hook_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     if (rv != 0)
         return RAFT_IOERR; /* raft keeps and frees the buffer */
     raft_free(buf->base);   /* on success the buffer is ours */
-    return 0;
+    return 0; /* forwarded proposals waiting on an index the snapshot covered: on_tick */
 }
 
 /* ---- proposals (loop thread) ---- */
@@ -278,14 +350,6 @@ static void apply_done(struct raft_apply *req, int status, void *result)
     finish(c, p, st, req->index);
 }
 
-static bool leader_known(struct cons *c)
-{
-    raft_id lid = 0;
-    const char *addr = NULL;
-    raft_leader(&c->raft, &lid, &addr);
-    return lid != 0;
-}
-
 /* submit() hands P to raft, or parks it while an election may be running. */
 static void submit(struct cons *c, struct proposal *p)
 {
@@ -294,7 +358,21 @@ static void submit(struct cons *c, struct proposal *p)
         return;
     }
     if (raft_state(&c->raft) != RAFT_LEADER) {
-        if (!leader_known(c) && now_ms() < p->deadline_ms) {
+        uint64_t now = now_ms();
+        raft_id lid = 0;
+        const char *laddr = NULL;
+        raft_leader(&c->raft, &lid, &laddr);
+        if (lid != 0 && lid != c->cfg.id && c->cfg.forward && now >= p->retry_at_ms) {
+            const uint8_t *b = p->buf;
+            p->token = ++c->next_token;
+            if (c->cfg.forward(c->cfg.forward_ctx, lid, b + ENTRY_HDR, (size_t) be64_get(b),
+                               p->token) == 0) {
+                plist_push(&c->forwarding, p);
+                return;
+            }
+            p->retry_at_ms = now + CONS_FORWARD_PAUSE_MS;
+        }
+        if (now < p->deadline_ms) {
             plist_push(&c->waiting, p);
             return;
         }
@@ -310,6 +388,199 @@ static void submit(struct cons *c, struct proposal *p)
     }
     p->buf = NULL; /* raft owns it now */
     plist_push(&c->inflight, p);
+}
+
+/* take_answers(): forwarded proposals answered by the leader (cons_forward_done). */
+static void take_answers(struct cons *c)
+{
+    pthread_mutex_lock(&c->mu);
+    struct fwd_answer *a = c->answers;
+    c->answers = NULL;
+    pthread_mutex_unlock(&c->mu);
+    /* reverse to arrival order */
+    struct fwd_answer *rev = NULL;
+    while (a) {
+        struct fwd_answer *n = a->next;
+        a->next = rev;
+        rev = a;
+        a = n;
+    }
+    uint64_t applied = c->applied > raft_last_applied(&c->raft) ? c->applied
+                                                                : raft_last_applied(&c->raft);
+    for (a = rev; a; a = rev) {
+        rev = a->next;
+        struct proposal *p = c->forwarding.head;
+        while (p && p->token != a->token)
+            p = p->next;
+        if (p == NULL) { /* already failed (shutdown): drop the answer */
+            if (a->result && c->user.result_free)
+                c->user.result_free(c->user.ctx, a->result);
+            free(a);
+            continue;
+        }
+        plist_remove(&c->forwarding, p);
+        if (a->status == 0) {
+            p->result = a->result;
+            p->fwd_index = a->index;
+            if (a->index <= applied)
+                finish(c, p, 0, a->index);
+            else
+                plist_push(&c->applying, p);
+        } else if (a->status == CONS_EUNREACHABLE || a->status == CONS_ENOTLEADER) {
+            if (a->result && c->user.result_free)
+                c->user.result_free(c->user.ctx, a->result);
+            p->retry_at_ms = now_ms() + CONS_FORWARD_PAUSE_MS;
+            submit(c, p); /* parks it until the pause is over, or fails at the deadline */
+        } else {
+            if (a->result && c->user.result_free)
+                c->user.result_free(c->user.ctx, a->result);
+            finish(c, p, a->status, 0);
+        }
+        free(a);
+    }
+}
+
+/* ---- membership changes (loop thread) ---- */
+
+static void change_start(struct cons *c);
+
+static void change_finish(struct cons *c, struct change *ch, int status)
+{
+    if (c->change == ch)
+        c->change = NULL;
+    log_info("raft.change", "op=%d id=%llu status=%d", (int) ch->op, (unsigned long long) ch->id,
+             status);
+    ch->done(ch->arg, status);
+    free(ch);
+    if (!c->closing)
+        uv_async_send(&c->wake); /* the next queued change starts from on_wake */
+}
+
+static int map_raft(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+        return CONS_ENOTLEADER;
+    case RAFT_SHUTDOWN:
+        return CONS_ESHUTDOWN;
+    case RAFT_NOMEM:
+        return CONS_ENOMEM;
+    case RAFT_BADID:
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+    case RAFT_BADROLE:
+        return CONS_EINVAL;
+    default:
+        return CONS_EIO;
+    }
+}
+
+/* member_role(): the role of ID in the configuration, or -1 when absent. */
+static int member_role(struct cons *c, uint64_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == id)
+            return conf->servers[i].role;
+    return -1;
+}
+
+/* change_retry(): another change is in flight; try this one again shortly. */
+static void change_retry(struct cons *c, struct change *ch)
+{
+    if (now_ms() >= ch->deadline_ms)
+        return change_finish(c, ch, CONS_EIO);
+    ch->retry_at_ms = now_ms() + CONS_CHANGE_RETRY_MS;
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+    struct change *ch = req->data;
+    struct cons *c = ch->c;
+    if (status == RAFT_CANTCHANGE)
+        return change_retry(c, ch);
+    if (status != 0)
+        return change_finish(c, ch, map_raft(status));
+    ch->retry_at_ms = 0;
+    change_start(c); /* next step (spare -> voter), or done */
+}
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    struct change *ch = req->data;
+    struct cons *c = ch->c;
+    raft_id lid = 0;
+    const char *addr = NULL;
+    raft_leader(&c->raft, &lid, &addr);
+    /* with id 0 libraft picked the target and left it in req->id */
+    change_finish(c, ch, (lid != 0 && lid == req->id) ? 0 : CONS_EIO);
+}
+
+/* change_start(): one step of the current change (loop thread). */
+static void change_start(struct cons *c)
+{
+    struct change *ch = c->change;
+    if (ch == NULL || now_ms() < ch->retry_at_ms)
+        return;
+    if (c->closing)
+        return change_finish(c, ch, CONS_ESHUTDOWN);
+    if (raft_state(&c->raft) != RAFT_LEADER)
+        return change_finish(c, ch, CONS_ENOTLEADER);
+    int role = member_role(c, ch->id);
+    int rv = 0;
+    ch->req.data = ch;
+    switch (ch->op) {
+    case CONS_ADD_VOTER:
+        if (role == RAFT_VOTER)
+            return change_finish(c, ch, 0);
+        if (role < 0)
+            rv = raft_add(&c->raft, &ch->req, ch->id, ch->address, change_cb);
+        else
+            rv = raft_assign(&c->raft, &ch->req, ch->id, RAFT_VOTER, change_cb);
+        break;
+    case CONS_REMOVE:
+        if (role < 0)
+            return change_finish(c, ch, 0);
+        rv = raft_remove(&c->raft, &ch->req, ch->id, change_cb);
+        break;
+    case CONS_TRANSFER:
+        if (ch->id != 0 && role != RAFT_VOTER)
+            return change_finish(c, ch, CONS_EINVAL);
+        if (ch->id == c->cfg.id)
+            return change_finish(c, ch, 0);
+        ch->treq.data = ch;
+        rv = raft_transfer(&c->raft, &ch->treq, ch->id, transfer_cb);
+        break;
+    }
+    if (rv == RAFT_CANTCHANGE)
+        return change_retry(c, ch);
+    if (rv != 0)
+        return change_finish(c, ch, map_raft(rv));
+    ch->retry_at_ms = UINT64_MAX; /* in libraft's hands until its callback */
+}
+
+static void take_changes(struct cons *c)
+{
+    if (c->change != NULL) {
+        if (c->change->retry_at_ms != UINT64_MAX)
+            change_start(c);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    struct change *ch = c->changes;
+    if (ch) {
+        c->changes = ch->next;
+        if (c->changes == NULL)
+            c->changes_tail = &c->changes;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (ch == NULL)
+        return;
+    c->change = ch;
+    change_start(c);
 }
 
 static void drain(struct cons *c)
@@ -329,6 +600,8 @@ static void drain(struct cons *c)
         n = p->next;
         submit(c, p);
     }
+    take_answers(c);
+    take_changes(c);
 }
 
 /* ---- lifecycle (loop thread) ---- */
@@ -338,11 +611,19 @@ static void on_handle_closed(uv_handle_t *h)
     (void) h;
 }
 
+static void close_transport(struct cons *c)
+{
+    if (c->own_transport)
+        transport_close(&c->transport);
+    else
+        raft_uv_tcp_close(&c->transport);
+}
+
 static void on_raft_closed(struct raft *r)
 {
     struct cons *c = r->data;
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    close_transport(c);
     uv_close((uv_handle_t *) &c->wake, on_handle_closed);
     uv_close((uv_handle_t *) &c->tick, on_handle_closed);
 }
@@ -380,6 +661,15 @@ static void begin_close(struct cons *c)
     c->closing = true;
     refresh_status(c);
     drain(c); /* fails everything queued with ESHUTDOWN */
+    pthread_mutex_lock(&c->mu);
+    struct change *chs = c->changes;
+    c->changes = NULL;
+    c->changes_tail = &c->changes;
+    pthread_mutex_unlock(&c->mu);
+    for (struct change *ch = chs, *n; ch; ch = n) {
+        n = ch->next;
+        change_finish(c, ch, CONS_ESHUTDOWN);
+    }
     if (appends_pending(c)) { /* let the local writes finish first, see above */
         c->close_deadline_ms = now_ms() + CONS_CLOSE_WAIT_MS;
         uv_timer_start(&c->tick, on_close_tick, 1, 1);
@@ -405,8 +695,13 @@ static void on_tick(uv_timer_t *t)
 {
     struct cons *c = t->data;
     refresh_status(c);
-    if (c->waiting.head)
+    pthread_mutex_lock(&c->mu);
+    bool queued = c->changes != NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (c->waiting.head || c->change || queued)
         drain(c);
+    if (c->applying.head) /* a restored snapshot may have covered their index */
+        finish_applied(c, raft_last_applied(&c->raft));
 }
 
 static int mkdir_p(const char *path)
@@ -447,7 +742,10 @@ static int setup(struct cons *c)
         snprintf(msg, sizeof msg, "cannot create raft dir %s: %s", c->dir, strerror(errno));
         goto fail;
     }
-    if ((rv = raft_uv_tcp_init(&c->transport, &c->loop)) != 0) {
+    c->own_transport = c->cfg.key != NULL;
+    rv = c->own_transport ? transport_init(&c->transport, &c->loop, c->cfg.key)
+                          : raft_uv_tcp_init(&c->transport, &c->loop);
+    if (rv != 0) {
         snprintf(msg, sizeof msg, "raft transport: %s", raft_strerror(rv));
         goto fail;
     }
@@ -501,7 +799,7 @@ fail_raft:
 fail_io:
     raft_uv_close(&c->io);
 fail_transport:
-    raft_uv_tcp_close(&c->transport);
+    close_transport(c);
 fail:
     uv_close((uv_handle_t *) &c->wake, on_handle_closed);
     uv_close((uv_handle_t *) &c->tick, on_handle_closed);
@@ -545,6 +843,17 @@ static void *thread_main(void *arg)
         finish(c, p, CONS_ESHUTDOWN, 0);
     }
     c->inflight.head = c->inflight.tail = NULL;
+    struct plist *more[] = {&c->forwarding, &c->applying};
+    for (size_t i = 0; i < 2; i++) {
+        for (struct proposal *p = more[i]->head, *n; p; p = n) {
+            n = p->next;
+            /* forwarded: the leader may still apply it; the caller retries with its id */
+            finish(c, p, CONS_ESHUTDOWN, 0);
+        }
+        more[i]->head = more[i]->tail = NULL;
+    }
+    if (c->change)
+        change_finish(c, c->change, CONS_ESHUTDOWN);
     return NULL;
 }
 
@@ -570,6 +879,7 @@ int cons_start(const struct cons_config *cfg, const struct cons_fsm *fsm, struct
         goto fail_alloc;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->started_cv, NULL);
+    c->changes_tail = &c->changes;
     if (uv_loop_init(&c->loop) != 0)
         goto fail_alloc;
     uv_async_init(&c->loop, &c->wake, on_wake);
@@ -651,8 +961,59 @@ int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void
         return 0;
     }
     plist_push(&c->inbox, p);
+    uv_async_send(&c->wake); /* under mu: cons_stop() closes the loop only after "stopped" */
     pthread_mutex_unlock(&c->mu);
-    uv_async_send(&c->wake);
+    return 0;
+}
+
+void cons_forward_done(struct cons *c, uint64_t token, int status, uint64_t index, void *result)
+{
+    struct fwd_answer *a = calloc(1, sizeof *a);
+    pthread_mutex_lock(&c->mu);
+    if (c->stopped || a == NULL) { /* nobody waits any more */
+        pthread_mutex_unlock(&c->mu);
+        free(a);
+        if (result && c->user.result_free)
+            c->user.result_free(c->user.ctx, result);
+        return;
+    }
+    a->token = token;
+    a->status = status;
+    a->index = index;
+    a->result = result;
+    a->next = c->answers;
+    c->answers = a;
+    uv_async_send(&c->wake); /* under mu, as in cons_propose() */
+    pthread_mutex_unlock(&c->mu);
+}
+
+int cons_change(struct cons *c, enum cons_change_op op, uint64_t id, const char *address,
+                cons_change_cb *done, void *arg)
+{
+    if ((op == CONS_ADD_VOTER && (address == NULL || strlen(address) >= 64 || id == 0)) ||
+        (op == CONS_REMOVE && id == 0))
+        return CONS_EINVAL;
+    struct change *ch = calloc(1, sizeof *ch);
+    if (ch == NULL)
+        return CONS_ENOMEM;
+    ch->c = c;
+    ch->op = op;
+    ch->id = id;
+    if (address)
+        snprintf(ch->address, sizeof ch->address, "%s", address);
+    ch->done = done;
+    ch->arg = arg;
+    ch->deadline_ms = now_ms() + CONS_CHANGE_WAIT_MS;
+    pthread_mutex_lock(&c->mu);
+    if (c->stopping) {
+        pthread_mutex_unlock(&c->mu);
+        free(ch);
+        return CONS_ESHUTDOWN;
+    }
+    *c->changes_tail = ch;
+    c->changes_tail = &ch->next;
+    uv_async_send(&c->wake); /* under mu, as in cons_propose() */
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
@@ -679,7 +1040,15 @@ void cons_stop(struct cons *c)
     c->stopped = true;
     struct plist in = c->inbox; /* pushed after the loop stopped reading the inbox */
     c->inbox.head = c->inbox.tail = NULL;
+    struct fwd_answer *ans = c->answers;
+    c->answers = NULL;
     pthread_mutex_unlock(&c->mu);
+    for (struct fwd_answer *a = ans, *n; a; a = n) {
+        n = a->next;
+        if (a->result && c->user.result_free)
+            c->user.result_free(c->user.ctx, a->result);
+        free(a);
+    }
     for (struct proposal *p = in.head, *n; p; p = n) {
         n = p->next;
         finish(c, p, CONS_ESHUTDOWN, 0);

@@ -42,6 +42,17 @@ struct cons_fsm {
     void (*result_free)(void *ctx, void *result);
 };
 
+struct auth_key;
+
+/*
+ * Forwarding (a follower's proposals): FORWARD sends the framed-off command BUF to the
+ * leader LEADER_ID and returns 0, or -1 when it cannot even try (no address known). It
+ * runs on the consensus thread and must not block; it must later call
+ * cons_forward_done() exactly once with the same TOKEN, from any thread.
+ */
+typedef int cons_forward_fn(void *ctx, uint64_t leader_id, const void *buf, size_t len,
+                            uint64_t token);
+
 struct cons_config {
     uint64_t id;               /* this node's raft id, > 0 */
     const char *address;       /* "a.b.c.d:port" (libraft 0.15 takes IPv4 only) */
@@ -52,6 +63,19 @@ struct cons_config {
     unsigned snapshot_trailing;  /* entries kept behind a snapshot */
     bool bootstrap;            /* fresh dir: bootstrap a one-voter cluster of this node */
     unsigned no_leader_wait_ms; /* hold proposals this long while an election runs */
+    const struct auth_key *key; /* cluster secret for the Raft transport (raft/auth.h);
+                                   NULL = libraft's plain TCP (tests only). Must outlive C. */
+    cons_forward_fn *forward;   /* NULL: proposals on a follower fail with ENOTLEADER */
+    void *forward_ctx;
+};
+
+#define CONS_MEMBERS_MAX 32
+enum cons_member_role { CONS_STANDBY = 0, CONS_VOTER = 1, CONS_SPARE = 2 };
+struct cons_member {
+    uint64_t id;
+    char address[64];
+    enum cons_member_role role;
+    uint64_t match_index; /* replicated up to here (known on the leader only, else 0) */
 };
 
 enum cons_role { CONS_UNAVAILABLE = 0, CONS_FOLLOWER, CONS_CANDIDATE, CONS_LEADER };
@@ -67,6 +91,8 @@ struct cons_status {
     char leader_address[64];
     uint64_t snapshots_taken;
     uint64_t snapshot_index; /* index of the newest snapshot taken or restored, 0 = none */
+    size_t n_members;        /* the Raft configuration as this node knows it */
+    struct cons_member members[CONS_MEMBERS_MAX];
 };
 
 struct cons;
@@ -86,6 +112,8 @@ typedef void cons_done_cb(void *arg, int status, uint64_t index, void *result);
 #define CONS_ENOMEM     (-4)
 #define CONS_EINVAL     (-5)
 #define CONS_EIO        (-6)
+#define CONS_EUNREACHABLE (-7) /* forward: the leader could not be reached, nothing sent */
+#define CONS_ETIMEDOUT  (-8)   /* no answer in time: outcome unknown, retry with same id */
 
 const char *cons_strerror(int status);
 
@@ -102,6 +130,27 @@ int cons_start(const struct cons_config *cfg, const struct cons_fsm *fsm, struct
  * which case DONE is not called and BUF is already freed.
  */
 int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void *arg);
+
+/*
+ * cons_forward_done(): the answer to a FORWARD call (any thread). STATUS 0: the leader
+ * applied the command at INDEX with RESULT (an FSM result, freed with result_free by
+ * the consensus layer); the proposer is answered once this node has applied INDEX too
+ * (read-your-writes). CONS_EUNREACHABLE / CONS_ENOTLEADER: tried again (after a pause)
+ * until the proposal's no-leader deadline. Anything else: the proposer gets STATUS.
+ */
+void cons_forward_done(struct cons *c, uint64_t token, int status, uint64_t index, void *result);
+
+/*
+ * Membership (on the leader; elsewhere DONE gets CONS_ENOTLEADER). DONE(ARG, STATUS) runs
+ * once on the consensus thread. One change runs at a time; the others wait their turn.
+ * ADD_VOTER: adds ID at ADDRESS as a spare, then promotes it to voter once it has caught
+ * up (libraft's catch-up rounds); already a voter = done. REMOVE: already gone = done.
+ * TRANSFER: leadership to ID (0 = the most up-to-date voter).
+ */
+enum cons_change_op { CONS_ADD_VOTER = 1, CONS_REMOVE, CONS_TRANSFER };
+typedef void cons_change_cb(void *arg, int status);
+int cons_change(struct cons *c, enum cons_change_op op, uint64_t id, const char *address,
+                cons_change_cb *done, void *arg);
 
 /* cons_status() copies the latest status; cheap, any thread. */
 void cons_status(struct cons *c, struct cons_status *out);
