@@ -25,6 +25,7 @@
 #include "body_store.h"
 #include "keyspace.h"
 #include "admin.pb-c.h"
+#include "cluster.h"
 #include "command.h"
 #include "frame.h"
 #include "log.h"
@@ -752,7 +753,109 @@ static void h_queue_list(struct req *r)
     reply(r, 0, NULL);
 }
 
+/* ---- cluster ---- */
+
+/* cluster_answered(): TEXT's lines become the reply (on the admin loop). */
+static void cluster_answered(void *arg, int status, const char *text)
+{
+    struct req *r = arg;
+    if (status != 0)
+        return reply(r, status, text ? text : "failed");
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t) (nl - p) : strlen(p);
+        if (n)
+            add_line(r, "%.*s", (int) n, p);
+        p += n + (nl ? 1 : 0);
+    }
+    reply(r, 0, NULL);
+}
+
+static void h_cluster_init(struct req *r)
+{
+    char *t = cluster_init_text(r->c->a->deps.cluster, r->c->a->deps.secret_path);
+    if (t == NULL)
+        return reply(r, 2, "out of memory");
+    cluster_answered(r, 0, t);
+    free(t);
+}
+
+static void h_cluster_members(struct req *r)
+{
+    char *t = cluster_members_text(r->c->a->deps.cluster);
+    if (t == NULL)
+        return reply(r, 2, "out of memory");
+    cluster_answered(r, 0, t);
+    free(t);
+}
+
+static void h_metrics(struct req *r)
+{
+    char *t = cluster_metrics_text(r->c->a->deps.cluster);
+    if (t == NULL)
+        return reply(r, 2, "out of memory");
+    cluster_answered(r, 0, t);
+    free(t);
+}
+
+static void h_cluster_status(struct req *r)
+{
+    if (cluster_status(r->c->a->deps.cluster, r->c->a->deps.q, cluster_answered, r) != 0)
+        reply(r, 2, "out of memory");
+}
+
+static void h_cluster_join(struct req *r)
+{
+    char host[64];
+    uint16_t port;
+    if (config_parse_addr(arg(r, 0), host, sizeof host, &port) != 0)
+        return reply(r, 1, "want the RPC address of a member, a.b.c.d:port");
+    if (cluster_join(r->c->a->deps.cluster, arg(r, 0), r->c->a->deps.q, cluster_answered, r) != 0)
+        reply(r, 2, "out of memory");
+}
+
+static int id_arg(struct req *r, size_t i, uint64_t *id)
+{
+    const char *a = arg(r, i);
+    char *end;
+    if (a == NULL) {
+        *id = 0;
+        return 0;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(a, &end, 10);
+    if (errno || end == a || *end || a[0] == '-')
+        return -1;
+    *id = v;
+    return 0;
+}
+
+static void h_cluster_remove(struct req *r)
+{
+    uint64_t id;
+    if (id_arg(r, 0, &id) != 0 || id == 0)
+        return reply(r, 1, "want a node id");
+    if (cluster_remove(r->c->a->deps.cluster, id, r->c->a->deps.q, cluster_answered, r) != 0)
+        reply(r, 2, "out of memory");
+}
+
+static void h_cluster_transfer(struct req *r)
+{
+    uint64_t id;
+    if (id_arg(r, 0, &id) != 0)
+        return reply(r, 1, "want a node id");
+    if (cluster_transfer(r->c->a->deps.cluster, id, r->c->a->deps.q, cluster_answered, r) != 0)
+        reply(r, 2, "out of memory");
+}
+
 static const struct verb verbs[] = {
+    {"metrics", 0, 0, 0, h_metrics},
+    {"cluster.init", 0, 0, 0, h_cluster_init},
+    {"cluster.members", 0, 0, 0, h_cluster_members},
+    {"cluster.status", 0, 0, 0, h_cluster_status},
+    {"cluster.join", 1, 1, 0, h_cluster_join},
+    {"cluster.remove", 1, 1, 0, h_cluster_remove},
+    {"cluster.transfer", 0, 1, 0, h_cluster_transfer},
     {"queue.list", 0, 0, 0, h_queue_list},
     {"message.list", 2, 2, 0, h_message_list},
     {"message.show", 3, 3, 0, h_message_show},

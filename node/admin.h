@@ -31,6 +31,8 @@ struct admin_deps {
     struct fsm *fsm;
     struct loopq *q; /* completions for this loop */
     const struct config *cfg;
+    struct cluster *cluster;
+    const char *secret_path; /* the cluster secret file (cluster init prints it) */
 };
 
 struct admin;

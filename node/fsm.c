@@ -1323,6 +1323,56 @@ static void op_claim_recent(struct tx *t, const Tern__ClaimRecent *op)
     }
 }
 
+/* ---- handlers: cluster members ---- */
+
+/* member_addr_ok(): "a.b.c.d:port" as libraft 0.15 and our transport take it. */
+static bool member_addr_ok(const char *a)
+{
+    unsigned b[4], port;
+    char tail;
+    return a && strlen(a) <= 21 &&
+           sscanf(a, "%3u.%3u.%3u.%3u:%5u%c", &b[0], &b[1], &b[2], &b[3], &port, &tail) == 5 &&
+           b[0] < 256 && b[1] < 256 && b[2] < 256 && b[3] < 256 && port > 0 && port < 65536;
+}
+
+static bool member_text_ok(const char *s, size_t max)
+{
+    if (s == NULL)
+        return true;
+    size_t n = strlen(s);
+    if (n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] <= ' ' || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static void op_member_set(struct tx *t, const Tern__MemberSet *op)
+{
+    const Tern__MemberRec *m = op->member;
+    if (m == NULL || m->id == 0 || !member_addr_ok(m->raft_address) ||
+        !member_addr_ok(m->rpc_address) || !member_text_ok(m->zone, 64) || m->n_listen > 16)
+        return set_result(t, RESULT_INVALID, "invalid member record");
+    for (size_t i = 0; i < m->n_listen; i++)
+        if (!member_text_ok(m->listen[i]->name, 32) || !member_text_ok(m->listen[i]->address, 64))
+            return set_result(t, RESULT_INVALID, "invalid member listener");
+    struct key k;
+    ks_member(&k, m->id);
+    put_msg(t, &k, &m->base);
+    t->res->has_id = 1;
+    t->res->id = m->id;
+}
+
+static void op_member_remove(struct tx *t, const Tern__MemberRemove *op)
+{
+    struct key k;
+    ks_member(&k, op->id);
+    if (!exists(t, &k))
+        return set_result(t, RESULT_NOTFOUND, "no such member: %llu", (unsigned long long) op->id);
+    del_key(t, &k);
+}
+
 /* ---- apply ---- */
 
 static void dispatch(struct tx *t, const Tern__Command *c)
@@ -1362,6 +1412,10 @@ static void dispatch(struct tx *t, const Tern__Command *c)
         return op_copy(t, c->copy_messages);
     case TERN__COMMAND__OP_CLAIM_RECENT:
         return op_claim_recent(t, c->claim_recent);
+    case TERN__COMMAND__OP_MEMBER_SET:
+        return op_member_set(t, c->member_set);
+    case TERN__COMMAND__OP_MEMBER_REMOVE:
+        return op_member_remove(t, c->member_remove);
     default:
         return set_result(t, RESULT_INVALID, "unknown command");
     }

@@ -25,6 +25,7 @@
 #define KS_REQRING   'q' /* "q" u64 seq -> request id */
 #define KS_QUEUE     'O' /* "O" u64 queue id -> QueueRec (outbound) */
 #define KS_EXPUNGED  'X' /* "X" u64 mailbox id, u32 uid -> ExpungedRec (tombstone) */
+#define KS_MEMBER    'N' /* "N" u64 node id -> MemberRec (cluster member) */
 
 #define KS_CTR_ACCOUNT     "account"
 #define KS_CTR_MAILBOX     "mailbox"
@@ -58,6 +59,11 @@ static inline void ks_addr(struct key *k, uint8_t prefix, const char *domain, co
     key_str(k, domain);
     key_u8(k, 0);
     key_str(k, local);
+}
+static inline void ks_member(struct key *k, uint64_t id)
+{
+    key_init(k, KS_MEMBER);
+    key_u64(k, id);
 }
 static inline void ks_mailbox(struct key *k, uint64_t id)
 {

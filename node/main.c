@@ -28,6 +28,8 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "auth.h"
+#include "cluster.h"
 #include "config.h"
 #include "consensus.h"
 #include "db.h"
@@ -50,6 +52,9 @@ struct ternd {
     struct db *db;
     struct fsm *fsm;
     struct cons *cons;
+    struct cluster *cluster;
+    struct auth_key key;
+    char secret_path[PATH_MAX + 32];
     struct admin *admin;
     _Atomic(struct net_server *) net; /* read by the FSM event hook (consensus thread) */
     int lock_fd;
@@ -127,6 +132,7 @@ static void shutdown_node(struct ternd *t)
     log_info("ternd.stopping", "node=%" PRIu64, config_uint(&t->cfg, "node", "id"));
     admin_stop(t->admin);
     t->admin = NULL;
+    cluster_stop(t->cluster); /* forwarded proposals in flight end with "shutting down" */
     cons_stop(t->cons); /* in-flight proposals complete with ESHUTDOWN, via the loopqs */
     struct net_server *net = atomic_exchange(&t->net, NULL);
     net_stop(net); /* closes every client connection and joins the workers */
@@ -184,6 +190,7 @@ static int start_frontends(struct ternd *t, char *err, size_t errlen)
     }
     struct net_node node = {.db = t->db,
                             .cons = t->cons,
+                            .cluster = t->cluster,
                             .fsm = t->fsm,
                             .cfg = &t->cfg,
                             .hostname = config_str(&t->cfg, "node", "hostname")};
@@ -320,6 +327,56 @@ int main(int argc, char **argv)
     log_info("ternd.start", "node=%" PRIu64 " data=%s applied=%" PRIu64, id, t.data_dir,
              fsm_applied_index(t.fsm));
 
+    /* the cluster secret: every internal connection proves it (raft/auth.h) */
+    const char *sf = config_str(&t.cfg, "cluster", "secret_file");
+    bool bootstrap = config_bool(&t.cfg, "cluster", "bootstrap");
+    if (sf[0])
+        snprintf(t.secret_path, sizeof t.secret_path, "%s", sf);
+    else
+        snprintf(t.secret_path, sizeof t.secret_path, "%s/cluster.secret", t.data_dir);
+    if (access(t.secret_path, F_OK) != 0 && errno == ENOENT && bootstrap) {
+        if (auth_key_create(t.secret_path, &t.key, err, sizeof err) != 0) {
+            fprintf(stderr, "ternd: %s\n", err);
+            goto out;
+        }
+        log_info("cluster.secret_created", "file=%s", t.secret_path);
+    } else if (auth_key_load(t.secret_path, &t.key, err, sizeof err) != 0) {
+        fprintf(stderr, "ternd: cluster secret: %s%s\n", err,
+                bootstrap ? "" : " (a node that joins needs the first node's secret file)");
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    {
+        static const char *names[] = {"smtp", "submission", "smtps", "imap",
+                                      "imaps", "pop3",      "pop3s"};
+        struct cluster_config clc = {
+            .id = id,
+            .raft_address = config_str(&t.cfg, "raft", "address"),
+            .rpc_address = config_str(&t.cfg, "cluster", "rpc_address"),
+            .zone = config_str(&t.cfg, "node", "zone"),
+            .replicas = (unsigned) config_uint(&t.cfg, "cluster", "replicas"),
+            .frame_max = (size_t) config_size(&t.cfg, "smtp", "max_message_size") + (1u << 20),
+            .repair_interval_ms = (unsigned) config_uint(&t.cfg, "cluster", "repair_interval_ms"),
+            .gc_grace_ms = (unsigned) config_uint(&t.cfg, "cluster", "gc_grace_ms"),
+        };
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            const char *v = config_str(&t.cfg, "listen", names[i]);
+            if (v[0] == 0)
+                continue;
+            clc.listen_name[clc.n_listen] = names[i];
+            clc.listen_addr[clc.n_listen++] = v;
+        }
+        if (clc.replicas == 0) {
+            fprintf(stderr, "ternd: cluster.replicas must be > 0\n");
+            status = EXIT_CONFIG;
+            goto out;
+        }
+        if (cluster_start(&clc, &t.key, t.db, t.fsm, &t.cluster, err, sizeof err) != 0) {
+            fprintf(stderr, "ternd: %s\n", err);
+            goto out;
+        }
+    }
+
     char raftdir[PATH_MAX + 32];
     snprintf(raftdir, sizeof raftdir, "%s/raft", t.data_dir);
     struct cons_config cc = {
@@ -330,9 +387,13 @@ int main(int argc, char **argv)
         .heartbeat_ms = (unsigned) config_uint(&t.cfg, "raft", "heartbeat_ms"),
         .snapshot_threshold = (unsigned) config_uint(&t.cfg, "raft", "snapshot_threshold"),
         .snapshot_trailing = (unsigned) config_uint(&t.cfg, "raft", "snapshot_trailing"),
-        .bootstrap = true,
+        .bootstrap = bootstrap,
         .no_leader_wait_ms = 10000,
+        .key = &t.key,
+        .forward = cluster_forward,
+        .forward_ctx = NULL, /* set below, once the cluster exists */
     };
+    cc.forward_ctx = t.cluster;
     if (cc.heartbeat_ms == 0 || cc.heartbeat_ms >= cc.election_ms) {
         fprintf(stderr, "ternd: raft.heartbeat_ms must be > 0 and < raft.election_timeout_ms\n");
         status = EXIT_CONFIG;
@@ -348,6 +409,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ternd: %s\n", err);
         goto out;
     }
+    cluster_attach(t.cluster, t.cons);
 
     t.loop = uv_default_loop();
     loopq_init(&t.q, t.loop);
@@ -371,15 +433,21 @@ int main(int argc, char **argv)
         snprintf(sock, sizeof sock, "%s", as);
     else
         snprintf(sock, sizeof sock, "%s/admin.sock", t.data_dir);
-    struct admin_deps deps = {.db = t.db, .cons = t.cons, .fsm = t.fsm, .q = &t.q, .cfg = &t.cfg};
+    struct admin_deps deps = {.db = t.db,
+                              .cons = t.cons,
+                              .fsm = t.fsm,
+                              .q = &t.q,
+                              .cfg = &t.cfg,
+                              .cluster = t.cluster,
+                              .secret_path = t.secret_path};
     if (admin_start(t.loop, sock, &deps, &t.admin, err, sizeof err) != 0) {
         fprintf(stderr, "ternd: %s\n", err);
         shutdown_node(&t);
         uv_run(t.loop, UV_RUN_DEFAULT);
         goto out;
     }
-    log_info("ternd.ready", "node=%" PRIu64 " raft=%s admin=%s pid=%ld", id, cc.address, sock,
-             (long) getpid());
+    log_info("ternd.ready", "node=%" PRIu64 " raft=%s rpc=%s admin=%s pid=%ld", id, cc.address,
+             config_str(&t.cfg, "cluster", "rpc_address"), sock, (long) getpid());
 
     uv_run(t.loop, UV_RUN_DEFAULT);
     while (loopq_drain(&t.q) > 0) /* completions posted while the loop wound down */
@@ -391,7 +459,9 @@ int main(int argc, char **argv)
         log_warn("ternd.loop_close", "error=%s", uv_strerror(rc));
 
 out:
+    cluster_stop(t.cluster);
     cons_free(t.cons);
+    cluster_free(t.cluster);
     fsm_close(t.fsm);
     db_close(t.db);
     if (t.lock_fd >= 0) {

@@ -330,6 +330,13 @@ int model_queue(struct db *db, model_each_cb *cb, void *ctx)
     return scan(db, &p, &tern__queue_rec__descriptor, false, cb, ctx);
 }
 
+int model_members(struct db *db, model_each_cb *cb, void *ctx)
+{
+    struct key p;
+    key_init(&p, KS_MEMBER);
+    return scan(db, &p, &tern__member_rec__descriptor, false, cb, ctx);
+}
+
 int model_messages(struct db *db, uint64_t mailbox, uint32_t lo, uint32_t hi, model_each_cb *cb,
                    void *ctx)
 {

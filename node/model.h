@@ -69,6 +69,8 @@ int model_aliases(struct db *db, const char *domain, model_each_cb *cb, void *ct
 int model_mailboxes(struct db *db, uint64_t account_id, model_each_cb *cb, void *ctx); /* MailboxRec */
 /* model_queue(): the outbound queue's QueueRecs in id order. */
 int model_queue(struct db *db, model_each_cb *cb, void *ctx);
+/* model_members(): the cluster's MemberRecs in id order. */
+int model_members(struct db *db, model_each_cb *cb, void *ctx);
 /* model_messages(): MessageRecs with LO <= uid <= HI in uid order. */
 int model_messages(struct db *db, uint64_t mailbox_id, uint32_t lo, uint32_t hi,
                    model_each_cb *cb, void *ctx);

@@ -17,6 +17,7 @@
 #include "body_store.h"
 #include "command.h"
 #include "fsm.h"
+#include "cluster.h"
 #include "imap.h"
 #include "log.h"
 
@@ -47,6 +48,10 @@ struct fetch {
     uint64_t changedsince;
     uint32_t *uids;
     long n;
+    long pos;          /* fetch_output() resumes here */
+    bool async;        /* the connection is held and the command owned (imap_done ends) */
+    long fetched_at;   /* pos whose body was fetched from another node (-1 none) */
+    uint8_t missing[BODY_HASH_LEN];
 };
 
 static int add_item(struct fetch *f, const struct imap_arg *a, const char **why);
@@ -376,15 +381,19 @@ static void write_section(struct imap_sess *s, const struct fsect *x, const uint
 }
 
 /* fetch_one(): "* msn FETCH (...)" for UID; false when the message is gone. */
-static bool fetch_one(struct fetch *f, uint32_t msn, uint32_t uid)
+enum one_rv { ONE_DONE, ONE_GONE, ONE_NEED_BODY };
+
+/* fetch_one(): ONE_NEED_BODY (nothing written, hash in f->missing) when the body is not
+ * on this node yet and has not been looked for elsewhere. */
+static enum one_rv fetch_one(struct fetch *f, uint32_t msn, uint32_t uid)
 {
     struct imap_sess *s = f->s;
     Tern__MessageRec *m = imap_load_message(s, uid);
     if (m == NULL)
-        return false;
+        return ONE_GONE;
     if (f->changedsince && m->modseq <= f->changedsince) {
         tern__message_rec__free_unpacked(m, NULL);
-        return true;
+        return ONE_DONE;
     }
     bool need_body = f->nsect > 0;
     bool need_mime = f->envelope || f->bodystructure || f->body;
@@ -393,8 +402,15 @@ static bool fetch_one(struct fetch *f, uint32_t msn, uint32_t uid)
                     f->sect[i].kind == SK_RFC822_TEXT || f->sect[i].kind == SK_BINARY;
     char *body = NULL;
     size_t blen = 0;
+    int got = 1;
     if ((need_body || (need_mime && !m->has_mime)) && m->body_hash.len == BODY_HASH_LEN &&
-        body_get(net_conn_node(s->c)->db, m->body_hash.data, &body, &blen) != 1) {
+        (got = body_get(net_conn_node(s->c)->db, m->body_hash.data, &body, &blen)) != 1) {
+        if (got == 0 && f->fetched_at != f->pos && net_conn_node(s->c)->cluster) {
+            /* not here (yet): another node holds it; fetch, then come back */
+            memcpy(f->missing, m->body_hash.data, BODY_HASH_LEN);
+            tern__message_rec__free_unpacked(m, NULL);
+            return ONE_NEED_BODY;
+        }
         net_conn_log(s->c, LOG_ERROR, "imap.body_missing", "uid=%u", uid);
         body = NULL;
         blen = 0;
@@ -466,18 +482,60 @@ static bool fetch_one(struct fetch *f, uint32_t msn, uint32_t uid)
     mime_free(&mm);
     free(body);
     tern__message_rec__free_unpacked(m, NULL);
-    return true;
+    return ONE_DONE;
 }
 
-static void fetch_output(struct fetch *f)
+static void fetch_free(struct fetch *f)
+{
+    free(f->uids);
+    free(f);
+}
+
+static bool fetch_output(struct fetch *f);
+
+/* body_arrived(): the missing body was fetched (or could not be): go on. */
+static void body_arrived(void *arg, int status)
+{
+    struct fetch *f = arg;
+    struct imap_sess *s = f->s;
+    (void) status; /* still missing: fetch_one answers without it and logs */
+    f->fetched_at = f->pos;
+    if (net_conn_closing(s->c) || s->v == NULL) {
+        fetch_free(f);
+        imap_done(s);
+        return;
+    }
+    if (fetch_output(f)) {
+        fetch_free(f);
+        imap_done(s);
+    }
+}
+
+/* fetch_output(): writes the FETCH responses from f->pos on; true when the command is
+ * answered. False: it waits for a body from another node (the command is then owned by
+ * the fetch, see f->async, and body_arrived() carries on). */
+static bool fetch_output(struct fetch *f)
 {
     struct imap_sess *s = f->s;
     size_t since_flush = 0;
-    for (long i = 0; i < f->n; i++) {
-        uint32_t msn = imap_view_msn(s->v, f->uids[i]);
+    for (; f->pos < f->n; f->pos++) {
+        uint32_t msn = imap_view_msn(s->v, f->uids[f->pos]);
         if (msn == 0)
             continue;
-        fetch_one(f, msn, f->uids[i]);
+        if (fetch_one(f, msn, f->uids[f->pos]) == ONE_NEED_BODY) {
+            if (!f->async) {
+                s->cur = f->cmd;
+                net_conn_hold(s->c);
+                f->async = true;
+            }
+            net_conn_flush(s->c);
+            if (cluster_body_fetch(net_conn_node(s->c)->cluster, f->missing, 1,
+                                   net_conn_loopq(s->c), body_arrived, f) == 0)
+                return false;
+            f->fetched_at = f->pos; /* cannot ask: answer without it */
+            f->pos--;
+            continue;
+        }
         if (++since_flush >= 16) { /* large FETCHes go out as they are built */
             net_conn_flush(s->c);
             since_flush = 0;
@@ -485,12 +543,7 @@ static void fetch_output(struct fetch *f)
     }
     imap_flush_updates(s, false);
     imap_tagged(s, f->cmd->tag, "OK", "%sFETCH completed", f->cmd->uid ? "UID " : "");
-}
-
-static void fetch_free(struct fetch *f)
-{
-    free(f->uids);
-    free(f);
+    return true;
 }
 
 /* \Seen was set (or could not be): answer now. */
@@ -504,7 +557,9 @@ static void seen_done(void *arg, int status, uint64_t index, const Tern__Result 
             imap_own_store(s, res->changed[0]->modseq);
         if (status == 0 && res->status == RESULT_OK)
             f->flags = true; /* RFC 3501 6.4.5: the flag change is reported */
-        fetch_output(f);
+        f->async = true;
+        if (!fetch_output(f))
+            return; /* body_arrived() finishes */
     }
     fetch_free(f);
     imap_done(s);
@@ -527,6 +582,7 @@ void imap_cmd_fetch(struct imap_sess *s, struct imap_cmd *cmd)
     }
     f->s = s;
     f->cmd = cmd;
+    f->fetched_at = -1;
     int rv = 0;
     bool vanished = false;
     const struct imap_arg *items = &cmd->args[1];
@@ -614,6 +670,6 @@ void imap_cmd_fetch(struct imap_sess *s, struct imap_cmd *cmd)
         }
         free(unseen);
     }
-    fetch_output(f);
-    fetch_free(f);
+    if (fetch_output(f))
+        fetch_free(f);
 }

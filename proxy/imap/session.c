@@ -23,6 +23,7 @@
 
 #include "address.h"
 #include "body_store.h"
+#include "cluster.h"
 #include "command.h"
 #include "fsm.h"
 #include "keyspace.h"
@@ -1963,11 +1964,28 @@ static void append_work(uv_work_t *w)
     }
 }
 
+static void append_replicated(void *arg, int status);
+
 static void append_stored(uv_work_t *w, int status)
 {
     struct append_job *j = w->data;
     struct imap_sess *s = j->s;
     if (status != 0 || j->rv != 0 || net_conn_closing(s->c)) {
+        append_committed(j, CONS_EIO, 0, NULL);
+        return;
+    }
+    /* OK means the body is on a majority of its owners, synced (DESIGN.md) */
+    struct cluster *cl = net_conn_node(s->c)->cluster;
+    if (cl == NULL || cluster_body_replicate(cl, j->hash, j->data, j->len, net_conn_loopq(s->c),
+                                             append_replicated, j) != 0)
+        append_replicated(j, cl == NULL ? 0 : -1);
+}
+
+static void append_replicated(void *arg, int status)
+{
+    struct append_job *j = arg;
+    struct imap_sess *s = j->s;
+    if (status != 0 || net_conn_closing(s->c)) {
         append_committed(j, CONS_EIO, 0, NULL);
         return;
     }

@@ -79,9 +79,11 @@ struct net_listen {
 };
 
 /* What the frontends reach of the node (borrowed; outlives the server). */
+struct cluster;
 struct net_node {
     struct db *db;
     struct cons *cons;
+    struct cluster *cluster; /* body placement: replicate at delivery, fetch on a miss */
     struct fsm *fsm;
     const struct config *cfg;
     const char *hostname;

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "address.h"
+#include "cluster.h"
 #include "body_store.h"
 #include "command.h"
 #include "fsm.h"
@@ -405,6 +406,26 @@ static void send_body(struct psess *s, const char *p, size_t n, long lines)
     net_conn_write(s->c, ".\r\n", 3);
 }
 
+/* A RETR/TOP waiting for its body to arrive from another node. */
+struct retr_wait {
+    struct psess *s;
+    struct pmsg *m;
+    long lines;
+};
+
+static void send_message(struct psess *s, struct pmsg *m, long lines, bool may_fetch);
+
+static void body_arrived(void *arg, int status)
+{
+    struct retr_wait *w = arg;
+    struct net_conn *c = w->s->c;
+    (void) status; /* still missing: send_message answers -ERR */
+    if (!net_conn_closing(c))
+        send_message(w->s, w->m, w->lines, false);
+    free(w);
+    net_conn_release(c); /* last: may free the session; the next command runs then */
+}
+
 static void cmd_retr(struct psess *s, const char *arg, const char *arg2, bool top)
 {
     struct pmsg *m = msg_arg(s, arg);
@@ -419,6 +440,11 @@ static void cmd_retr(struct psess *s, const char *arg, const char *arg2, bool to
             return;
         }
     }
+    send_message(s, m, lines, true);
+}
+
+static void send_message(struct psess *s, struct pmsg *m, long lines, bool may_fetch)
+{
     struct db *db = net_conn_node(s->c)->db;
     struct key k;
     ks_message(&k, s->mailbox, m->uid);
@@ -433,6 +459,21 @@ static void cmd_retr(struct psess *s, const char *arg, const char *arg2, bool to
         return;
     }
     int rv = r->body_hash.len == BODY_HASH_LEN ? body_get(db, r->body_hash.data, &body, &bl) : -1;
+    struct cluster *cl = net_conn_node(s->c)->cluster;
+    if (rv == 0 && may_fetch && cl) { /* on another node only (yet): bring it here first */
+        struct retr_wait *w = malloc(sizeof *w);
+        if (w) {
+            *w = (struct retr_wait){.s = s, .m = m, .lines = lines};
+            net_conn_hold(s->c); /* no further command runs until it is answered */
+            if (cluster_body_fetch(cl, r->body_hash.data, 1, net_conn_loopq(s->c), body_arrived,
+                                   w) == 0) {
+                tern__message_rec__free_unpacked(r, NULL);
+                return;
+            }
+            net_conn_release(s->c);
+            free(w);
+        }
+    }
     tern__message_rec__free_unpacked(r, NULL);
     if (rv != 1) {
         out(s, "-ERR [SYS/TEMP] Message body unavailable");

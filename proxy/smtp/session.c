@@ -23,6 +23,7 @@
 
 #include "address.h"
 #include "body_store.h"
+#include "cluster.h"
 #include "command.h"
 #include "log.h"
 #include "mime.h"
@@ -864,6 +865,20 @@ fail:
     delivered(d, CONS_ENOMEM, 0, NULL);
 }
 
+/* replicated(): the body is on a majority of its owners (or not: 451). */
+static void replicated(void *arg, int status)
+{
+    struct delivery *d = arg;
+    if (status != 0 || net_conn_closing(d->s->c)) {
+        if (!net_conn_closing(d->s->c))
+            slog(d->s, LOG_ERROR, "smtp.replicate_failed", "size=%zu",
+                 body_writer_size(d->body));
+        delivered(d, CONS_EIO, 0, NULL);
+        return;
+    }
+    propose_delivery(d);
+}
+
 static void stored(uv_work_t *w, int status)
 {
     struct delivery *d = w->data;
@@ -873,7 +888,13 @@ static void stored(uv_work_t *w, int status)
         delivered(d, CONS_EIO, 0, NULL);
         return;
     }
-    propose_delivery(d);
+    /* acknowledged means durable on a majority of the body's owners (DESIGN.md) */
+    struct cluster *cl = net_conn_node(d->s->c)->cluster;
+    size_t len;
+    const char *data = body_writer_data(d->body, &len);
+    if (cl == NULL ||
+        cluster_body_replicate(cl, d->hash, data, len, net_conn_loopq(d->s->c), replicated, d) != 0)
+        replicated(d, cl == NULL ? 0 : -1);
 }
 
 /* finish_message(): the whole message is in; check it, then store and commit. */
