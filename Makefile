@@ -14,6 +14,8 @@ CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=RelWithDebInfo
 endif
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 10
+# make run: NODES ternd behind HAProxy (2..5); NODES=1 is one ternd on the classic ports, alone
+NODES ?= 3
 MAKEFLAGS += --no-print-directory
 PYTEST := /usr/bin/python3 -m pytest
 
@@ -29,7 +31,7 @@ build: deps
 	@cmake --build $(BUILD) -j$(JOBS)
 
 run: build
-	@./ops/run-demo.sh $(BUILD)
+	@./ops/run-demo.sh $(BUILD) $(NODES)
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

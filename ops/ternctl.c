@@ -12,6 +12,9 @@
  * history show to others. Password bytes are zeroed as soon as they are sent. Response
  * text may carry names chosen by mail users (mailbox names), so control bytes are
  * replaced before they reach the operator's terminal.
+ *
+ * One command runs here rather than in ternd: "haproxy-config" asks for cluster.members
+ * and prints an HAProxy configuration for them (ops/haproxy_gen.c, ops/haproxy/README.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,13 +35,15 @@
 
 #include "admin.pb-c.h"
 #include "frame.h"
+#include "haproxy_gen.h"
 
 #define TERNCTL_SOCKET_DEFAULT "var/data/admin.sock" /* ternd's default <data_dir> */
 #define TERNCTL_SOCKET_ENV     "TERN_ADMIN_SOCKET"
-#define TERNCTL_TIMEOUT_MS     30000 /* connect + request + response, then exit 2 */
-#define TERNCTL_PW_MAX         511   /* bytes of password; as ternd accepts (PASSWD_MAX) */
-#define TERNCTL_ARGS_MAX       16    /* admin.proto: at most 16 args ... */
-#define TERNCTL_ARG_MAX        1024  /* ... each at most 1024 bytes */
+#define TERNCTL_TIMEOUT_MS     30000  /* connect + request + response, then exit 2 */
+#define TERNCTL_SLOW_MS        180000 /* the same for TERNCTL_SLOW commands */
+#define TERNCTL_PW_MAX         511    /* bytes of password; as ternd accepts (PASSWD_MAX) */
+#define TERNCTL_ARGS_MAX       16     /* admin.proto: at most 16 args ... */
+#define TERNCTL_ARG_MAX        1024   /* ... each at most 1024 bytes */
 #define TERNCTL_ERR_MAX        512
 
 /* Exit status, as scripts see it. */
@@ -52,6 +57,10 @@ enum ternctl_flag {
     TERNCTL_PASSWORD = 1, /* sends a password (AdminRequest.password) */
     TERNCTL_NEW_PW = 2,   /* the password is being set: typed twice on a terminal, not empty */
     TERNCTL_RAW = 4,      /* the answer is base64 lines of raw bytes: decode to stdout */
+    TERNCTL_SLOW = 8,     /* ternd answers when a cluster change is done (a new voter has
+                             caught up): wait TERNCTL_SLOW_MS, not TERNCTL_TIMEOUT_MS */
+    TERNCTL_HAPROXY = 16, /* not sent as is: ternctl asks VERB and writes an HAProxy config
+                             from the answer (hacfg_run()) */
 };
 
 /* One command: the words typed, the verb sent, how many args follow. */
@@ -89,6 +98,15 @@ static const struct ternctl_cmd ternctl_cmds[] = {
     {"message", "list", "message.list", 2, 2, 0, "USER MAILBOX"},
     {"queue", "list", "queue.list", 0, 0, 0, ""},
     {"message", "show", "message.show", 3, 3, TERNCTL_RAW, "USER MAILBOX UID"},
+    {"cluster", "init", "cluster.init", 0, 0, 0, ""},
+    {"cluster", "join", "cluster.join", 1, 1, TERNCTL_SLOW, "ADDR"},
+    {"cluster", "remove", "cluster.remove", 1, 1, TERNCTL_SLOW, "ID"},
+    {"cluster", "status", "cluster.status", 0, 0, 0, ""},
+    {"cluster", "transfer", "cluster.transfer", 0, 1, TERNCTL_SLOW, "[ID]"},
+    {"cluster", "members", "cluster.members", 0, 0, 0, ""},
+    {"metrics", NULL, "metrics", 0, 0, 0, ""},
+    {"haproxy-config", NULL, "cluster.members", 0, TERNCTL_ARGS_MAX, TERNCTL_HAPROXY,
+     "[--bind ADDR] [--ports NAME=PORT,...] [--source ADDR] [--stats ADDR:PORT] [--maxconn N]"},
 };
 #define TERNCTL_NCMDS (sizeof(ternctl_cmds) / sizeof(ternctl_cmds[0]))
 
@@ -117,6 +135,16 @@ static void usage(FILE *out)
                  "  --help            show this text\n"
                  "\n"
                  "Passwords are never taken from the command line.\n"
+                 "cluster join ADDR: THIS node (the one behind --socket) asks the member whose\n"
+                 "  cluster.rpc_address is ADDR to add it; returns once it is a voter.\n"
+                 "haproxy-config: an HAProxy 2.6 configuration for the members, on stdout\n"
+                 "  --bind ADDR           frontends' address (default " HAGEN_BIND_DEFAULT ")\n"
+                 "  --ports NAME=PORT,... frontends' ports; default smtp=25,submission=587,\n"
+                 "                        smtps=465,imap=143,imaps=993,pop3=110,pop3s=995\n"
+                 "  --source ADDR         HAProxy's address towards the nodes (for their\n"
+                 "                        net.proxy_trusted)\n"
+                 "  --stats ADDR:PORT     /metrics and /stats (default " HAGEN_STATS_DEFAULT ")\n"
+                 "  --maxconn N           HAProxy's global maxconn (default 400)\n"
                  "exit status: 0 ok, 1 refused or usage error, 2 ternd unavailable\n");
 }
 
@@ -387,12 +415,13 @@ static int admin_send(int fd, const char *path, const Tern__AdminRequest *req, c
 }
 
 /*
- * admin_recv() reads one response frame from FD before DEADLINE and unpacks it. Returns
- * the response (the caller frees it with tern__admin_response__free_unpacked), or NULL
- * with ERR set: timeout, connection closed, frame over FRAME_ADMIN_MAX, bad protobuf.
+ * admin_recv() reads one response frame from FD before DEADLINE (TIMEOUT_MS after the
+ * start: for the message) and unpacks it. Returns the response (the caller frees it with
+ * tern__admin_response__free_unpacked), or NULL with ERR set: timeout, connection
+ * closed, frame over FRAME_ADMIN_MAX, bad protobuf.
  */
 static Tern__AdminResponse *admin_recv(int fd, const char *path, const struct timespec *deadline,
-                                       char *err, size_t errlen)
+                                       int timeout_ms, char *err, size_t errlen)
 {
     size_t cap = FRAME_HDR + FRAME_ADMIN_MAX, got = 0;
     Tern__AdminResponse *resp = NULL;
@@ -430,7 +459,7 @@ static Tern__AdminResponse *admin_recv(int fd, const char *path, const struct ti
             goto out;
         }
         if (ready == 0) {
-            snprintf(err, errlen, "%s: no response within %d s", path, TERNCTL_TIMEOUT_MS / 1000);
+            snprintf(err, errlen, "%s: no response within %d s", path, timeout_ms / 1000);
             goto out;
         }
         n = read(fd, buf + got, cap - got);
@@ -467,23 +496,23 @@ static void print_clean(FILE *out, const char *s)
 
 /*
  * admin_call() sends REQ to the socket PATH and waits for the answer, everything within
- * TERNCTL_TIMEOUT_MS. Returns the response (free with tern__admin_response__free_unpacked)
- * or NULL with ERR set, which means "unavailable".
+ * TIMEOUT_MS. Returns the response (free with tern__admin_response__free_unpacked) or
+ * NULL with ERR set, which means "unavailable".
  */
-static Tern__AdminResponse *admin_call(const char *path, const Tern__AdminRequest *req, char *err,
-                                       size_t errlen)
+static Tern__AdminResponse *admin_call(const char *path, const Tern__AdminRequest *req,
+                                       int timeout_ms, char *err, size_t errlen)
 {
     Tern__AdminResponse *resp = NULL;
     struct timespec deadline;
     int fd;
 
     clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += TERNCTL_TIMEOUT_MS / 1000;
+    deadline.tv_sec += timeout_ms / 1000;
     fd = admin_connect(path, &deadline, err, errlen);
     if (fd < 0)
         return NULL;
     if (admin_send(fd, path, req, err, errlen) == 0)
-        resp = admin_recv(fd, path, &deadline, err, errlen);
+        resp = admin_recv(fd, path, &deadline, timeout_ms, err, errlen);
     close(fd);
     return resp;
 }
@@ -497,6 +526,8 @@ struct ternctl_line {
     const char *args[TERNCTL_ARGS_MAX];
     int nargs;
     bool pw_stdin;
+    int argc; /* the whole command line, for haproxy-config's header */
+    char **argv;
 };
 
 /* Finds the command named by the words at ARGV (ARGC of them); sets *NWORDS. */
@@ -668,6 +699,273 @@ static int report(const Tern__AdminResponse *resp, const char *sock, bool raw)
     return rc;
 }
 
+/* ---- haproxy-config ---- */
+
+#define HACFG_CMD_MAX 2048 /* bytes of the command line quoted in the header comment */
+
+/* What haproxy-config was asked for. Strings point into argv. */
+struct hacfg {
+    struct hagen_opts opts;
+    char command[HACFG_CMD_MAX + 1];
+    /*
+     * Testing aid, left out of --help: read the member lines from this file (one per
+     * line, blank lines skipped) instead of asking ternd, so that the generator can be
+     * tried on a fixed cluster without one (tests/integration/test_haproxy_config.py).
+     */
+    const char *members_file;
+};
+
+enum hacfg_opt { HACFG_BIND, HACFG_PORTS, HACFG_SOURCE, HACFG_STATS, HACFG_MAXCONN, HACFG_FILE };
+static const char *const hacfg_opt_names[] = {"--bind",  "--ports",   "--source",
+                                              "--stats", "--maxconn", "--members-file"};
+#define HACFG_NOPTS (sizeof(hacfg_opt_names) / sizeof(hacfg_opt_names[0]))
+
+/*
+ * hacfg_value() returns the value of the option at L->args[*I] when it is NAME, given as
+ * "NAME=VALUE" or as "NAME" "VALUE" (then *I moves to VALUE). NULL when it is another
+ * option; *MISSING is set when it is NAME with nothing after it.
+ */
+static const char *hacfg_value(const struct ternctl_line *l, int *i, const char *name,
+                               bool *missing)
+{
+    const char *a = l->args[*i];
+    size_t n = strlen(name);
+
+    if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (*i + 1 >= l->nargs) {
+        *missing = true;
+        return NULL;
+    }
+    return l->args[++*i];
+}
+
+/* hacfg_quote() appends " ARG" to BUF (LEN used of SIZE), shell-quoted when needed. */
+static void hacfg_quote(char *buf, size_t size, size_t *len, const char *arg)
+{
+    static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                               "0123456789_-./:=,@%+[]";
+    bool plain = arg[0] != '\0' && strspn(arg, safe) == strlen(arg);
+    size_t need = 1 + strlen(arg) + (plain ? 0 : 2);
+    char *p;
+
+    for (const char *c = arg; !plain && *c != '\0'; c++)
+        need += *c == '\'' ? 3 : 0; /* ' becomes '\'' */
+    if (*len + need + 4 > size) {   /* room for " ..." and the NUL */
+        if (*len + 4 < size && (*len < 4 || strcmp(buf + *len - 4, " ...") != 0))
+            *len += (size_t) snprintf(buf + *len, size - *len, " ...");
+        return;
+    }
+    p = buf + *len;
+    *p++ = ' ';
+    if (!plain)
+        *p++ = '\'';
+    for (const char *c = arg; *c != '\0'; c++) {
+        if (!plain && *c == '\'') {
+            memcpy(p, "'\\''", 4);
+            p += 4;
+        } else {
+            *p++ = *c;
+        }
+    }
+    if (!plain)
+        *p++ = '\'';
+    *p = '\0';
+    *len = (size_t) (p - buf);
+}
+
+/* hacfg_options() fills CFG from L's arguments; returns -1, or the exit status. */
+static int hacfg_options(const struct ternctl_line *l, struct hacfg *cfg)
+{
+    char err[TERNCTL_ERR_MAX];
+    size_t len;
+
+    hagen_opts_init(&cfg->opts);
+    for (int i = 0; i < l->nargs; i++) {
+        const char *v = NULL;
+        bool missing = false;
+        size_t o;
+        int rv = 0;
+
+        for (o = 0; o < HACFG_NOPTS; o++) {
+            v = hacfg_value(l, &i, hacfg_opt_names[o], &missing);
+            if (v != NULL || missing)
+                break;
+        }
+        if (o == HACFG_NOPTS)
+            return fail(TERNCTL_REFUSED, "haproxy-config: unknown option '%s' (see --help)",
+                        l->args[i]);
+        if (missing)
+            return fail(TERNCTL_REFUSED, "haproxy-config: %s needs a value", hacfg_opt_names[o]);
+        switch ((enum hacfg_opt) o) {
+        case HACFG_BIND:
+            rv = hagen_parse_ip(v, &cfg->opts.bind, err, sizeof(err));
+            break;
+        case HACFG_PORTS:
+            rv = hagen_parse_ports(v, cfg->opts.ports, err, sizeof(err));
+            break;
+        case HACFG_SOURCE:
+            rv = hagen_parse_ip(v, &cfg->opts.source, err, sizeof(err));
+            break;
+        case HACFG_STATS:
+            rv = hagen_parse_addr(v, 0, &cfg->opts.stats, err, sizeof(err));
+            break;
+        case HACFG_MAXCONN:
+            rv = hagen_parse_maxconn(v, &cfg->opts.maxconn, err, sizeof(err));
+            break;
+        case HACFG_FILE:
+            cfg->members_file = v;
+            break;
+        }
+        if (rv < 0)
+            return fail(TERNCTL_REFUSED, "haproxy-config: %s: %s", hacfg_opt_names[o], err);
+    }
+    if (hagen_check_opts(&cfg->opts, err, sizeof(err)) < 0)
+        return fail(TERNCTL_REFUSED, "haproxy-config: %s", err);
+    len = (size_t) snprintf(cfg->command, sizeof(cfg->command), "ternctl");
+    for (int i = 1; i < l->argc; i++)
+        hacfg_quote(cfg->command, sizeof(cfg->command), &len, l->argv[i]);
+    cfg->opts.command = cfg->command;
+    return -1;
+}
+
+/*
+ * hacfg_print() parses the N member LINES (from ORIGIN, for messages), writes the
+ * configuration to stdout and returns the exit status: a malformed line or members that
+ * make no configuration are "unavailable" (2), like any bad answer from ternd.
+ */
+static int hacfg_print(const struct hacfg *cfg, char *const *lines, size_t n, const char *origin)
+{
+    char err[TERNCTL_ERR_MAX], why[TERNCTL_ERR_MAX];
+    struct hagen_member *ms;
+    size_t nm = 0;
+    char *text;
+    int rc = TERNCTL_OK;
+
+    ms = calloc(n > 0 ? n : 1, sizeof(*ms));
+    if (ms == NULL)
+        return fail(TERNCTL_UNAVAILABLE, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (cfg->members_file != NULL && lines[i][0] == '\0')
+            continue; /* a blank line in the file */
+        if (hagen_parse_member(lines[i], &ms[nm], why, sizeof(why)) < 0) {
+            rc = fail(TERNCTL_UNAVAILABLE, "%s: cluster.members line %zu: %s", origin, i + 1, why);
+            goto out;
+        }
+        nm++;
+    }
+    for (size_t i = 0; i < nm; i++)
+        if (!hagen_in_rotation(ms[i].role))
+            fprintf(stderr, "ternctl: warning: member %llu is %s: its servers are disabled\n",
+                    (unsigned long long) ms[i].id, hagen_role_name(ms[i].role));
+    text = hagen_config(ms, nm, &cfg->opts, err, sizeof(err));
+    if (text == NULL) {
+        rc = fail(TERNCTL_UNAVAILABLE, "%s: no HAProxy configuration from these members: %s",
+                  origin, err);
+        goto out;
+    }
+    fputs(text, stdout);
+    free(text);
+    if (fflush(stdout) != 0 || ferror(stdout))
+        rc = fail(TERNCTL_UNAVAILABLE, "cannot write output: %s", strerror(errno));
+out:
+    free(ms);
+    return rc;
+}
+
+/*
+ * hacfg_read_file() reads PATH (at most FRAME_ADMIN_MAX bytes, as ternd's answer) into
+ * *BUF and splits it into *LINES (*N of them), both malloc'd for the caller to free.
+ * Returns 0 or -1 with ERR set.
+ */
+static int hacfg_read_file(const char *path, char **buf, char ***lines, size_t *n, char *err,
+                           size_t errlen)
+{
+    size_t len = 0, cap = FRAME_ADMIN_MAX + 1, count = 0;
+    FILE *f = fopen(path, "r");
+    char *p;
+
+    *buf = NULL;
+    *lines = NULL;
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    *buf = malloc(cap + 1);
+    if (*buf == NULL) {
+        fclose(f);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    len = fread(*buf, 1, cap, f);
+    if (ferror(f) || len == cap || memchr(*buf, '\0', len) != NULL) {
+        snprintf(err, errlen, "%s: %s", path,
+                 ferror(f)    ? "read error"
+                 : len == cap ? "larger than an admin answer may be"
+                              : "NUL byte");
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    (*buf)[len] = '\0';
+    for (p = *buf; *p != '\0'; p++)
+        count += *p == '\n';
+    *lines = calloc(count + 1, sizeof(**lines));
+    if (*lines == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *n = 0;
+    for (p = *buf; *p != '\0';) {
+        char *nl = strchr(p, '\n');
+
+        (*lines)[(*n)++] = p;
+        if (nl == NULL)
+            break;
+        *nl = '\0';
+        p = nl + 1;
+    }
+    return 0;
+}
+
+/* haproxy-config: the members from ternd (cluster.members) or --members-file, then print. */
+static int hacfg_run(const struct ternctl_line *l)
+{
+    Tern__AdminRequest req = TERN__ADMIN_REQUEST__INIT;
+    char err[TERNCTL_ERR_MAX];
+    Tern__AdminResponse *resp;
+    struct hacfg cfg = {0};
+    int rc;
+
+    rc = hacfg_options(l, &cfg);
+    if (rc >= 0)
+        return rc;
+    if (cfg.members_file != NULL) {
+        char *buf, **lines;
+        size_t n = 0;
+
+        if (hacfg_read_file(cfg.members_file, &buf, &lines, &n, err, sizeof(err)) < 0)
+            rc = fail(TERNCTL_UNAVAILABLE, "%s", err);
+        else
+            rc = hacfg_print(&cfg, lines, n, cfg.members_file);
+        free(lines);
+        free(buf);
+        return rc;
+    }
+    req.verb = (char *) l->cmd->verb;
+    resp = admin_call(l->sock, &req, TERNCTL_TIMEOUT_MS, err, sizeof(err));
+    if (resp == NULL)
+        return fail(TERNCTL_UNAVAILABLE, "%s", err);
+    if (resp->status != 0)
+        rc = report(resp, l->sock, false);
+    else
+        rc = hacfg_print(&cfg, resp->lines, resp->n_lines, l->sock);
+    tern__admin_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     Tern__AdminRequest req = TERN__ADMIN_REQUEST__INIT;
@@ -680,6 +978,10 @@ int main(int argc, char **argv)
     rc = cmdline(argc, argv, &l);
     if (rc >= 0)
         return rc;
+    l.argc = argc;
+    l.argv = argv;
+    if (l.cmd->flags & TERNCTL_HAPROXY)
+        return hacfg_run(&l);
     req.verb = (char *) l.cmd->verb;
     req.n_args = (size_t) l.nargs;
     req.args = (char **) l.args;
@@ -691,7 +993,9 @@ int main(int argc, char **argv)
         req.password.data = (uint8_t *) pw;
         req.password.len = (size_t) pwlen;
     }
-    resp = admin_call(l.sock, &req, err, sizeof(err));
+    resp = admin_call(l.sock, &req,
+                      (l.cmd->flags & TERNCTL_SLOW) ? TERNCTL_SLOW_MS : TERNCTL_TIMEOUT_MS, err,
+                      sizeof(err));
     explicit_bzero(pw, sizeof(pw));
     if (resp == NULL)
         return fail(TERNCTL_UNAVAILABLE, "%s", err);
