@@ -35,10 +35,10 @@
 #include "proxy_proto.h"
 #include "tls.h"
 
-#define SCRATCH_SIZE   (64 * 1024)
-#define TRUSTED_MAX    32
-#define WATCH_BUCKETS  1024 /* per worker: selected mailbox id -> connections */
-#define IPTABLE_SIZE   4096 /* open addressing; per-address counts */
+#define SCRATCH_SIZE  (64 * 1024)
+#define TRUSTED_MAX   32
+#define WATCH_BUCKETS 1024 /* per worker: selected mailbox id -> connections */
+#define IPTABLE_SIZE  4096 /* open addressing; per-address counts */
 
 struct cidr {
     int family;
@@ -100,6 +100,7 @@ struct net_conn {
     bool reading;
     bool in_input, again;
     bool counted_ip;
+    bool probe; /* arrived as PROXY v2 LOCAL: a health check, logged at debug */
     bool tls_pending_starttls;
     bool peer_eof;
     bool ever_read;
@@ -508,8 +509,8 @@ static void update_reading(struct net_conn *c)
     if (c->phase == PH_CLOSING || c->handles == 0)
         return;
     size_t wq = uv_stream_get_write_queue_size((uv_stream_t *) &c->tcp);
-    bool want = c->rlen < NET_RBUF_MAX && !c->peer_eof &&
-                (c->reading ? wq < NET_WQ_HIGH : wq < NET_WQ_LOW);
+    bool want =
+        c->rlen < NET_RBUF_MAX && !c->peer_eof && (c->reading ? wq < NET_WQ_HIGH : wq < NET_WQ_LOW);
     if (c->held && c->rlen >= NET_RBUF_MAX)
         want = false;
     if (want && !c->reading) {
@@ -751,7 +752,7 @@ static void tls_pump(struct net_conn *c)
             conn_close_now(c);
             return;
         }
-        net_conn_log(c, LOG_INFO, "tls.established", "version=%s cipher=%s",
+        net_conn_log(c, c->probe ? LOG_DEBUG : LOG_INFO, "tls.established", "version=%s cipher=%s",
                      SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
         if (c->phase == PH_TLS_ACCEPT) {
             proto_open(c);
@@ -765,7 +766,8 @@ static void tls_pump(struct net_conn *c)
         }
     }
     while (c->rlen < NET_RBUF_MAX) {
-        if (!ensure(&c->rbuf, &c->rcap, c->rlen + 16384 < NET_RBUF_MAX ? c->rlen + 16384 : NET_RBUF_MAX,
+        if (!ensure(&c->rbuf, &c->rcap,
+                    c->rlen + 16384 < NET_RBUF_MAX ? c->rlen + 16384 : NET_RBUF_MAX,
                     NET_RBUF_MAX)) {
             conn_close_now(c);
             return;
@@ -823,8 +825,10 @@ static void proxy_phase(struct net_conn *c)
         char via[INET6_ADDRSTRLEN];
         snprintf(via, sizeof via, "%s", c->peer_str);
         set_peer(c, &info.src);
-        net_conn_log(c, LOG_INFO, "proxy.header", "version=%d via=%s", info.version, via);
+        net_conn_log(c, LOG_INFO, "proxy.header", "version=%d via=%s listener=%s port=%u",
+                     info.version, via, c->l->name, c->l->port);
     }
+    c->probe = info.local; /* PROXY LOCAL: the balancer's own health check */
     uv_timer_stop(&c->timer);
     if (!ip_acquire(c->w->s, &c->peer)) {
         net_conn_log(c, LOG_WARN, "net.limit", "reason=per_ip");
@@ -1018,10 +1022,14 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close_now(c);
         return;
     }
-    net_conn_log(c, LOG_INFO, "net.connect", "listener=%s port=%u", c->l->name, c->l->port);
+    /* from the load balancer, the PROXY header names the client: logged then (or not at
+     * all for its health checks, which arrive every second or so) */
+    bool via_proxy = trusted(w->s, &c->peer);
+    net_conn_log(c, via_proxy ? LOG_DEBUG : LOG_INFO, "net.connect", "listener=%s port=%u",
+                 c->l->name, c->l->port);
     if (uv_read_start((uv_stream_t *) &c->tcp, on_alloc, on_read) == 0)
         c->reading = true;
-    if (trusted(w->s, &c->peer)) {
+    if (via_proxy) {
         c->phase = PH_PROXY;
         uv_timer_start(&c->timer, on_timer, NET_PROXY_TIMEOUT, 0);
         return;
@@ -1047,8 +1055,8 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- workers ---- */
 
-static int bind_listener(struct net_worker *w, uv_tcp_t *h, const struct net_listen *l,
-                         char *err, size_t errlen)
+static int bind_listener(struct net_worker *w, uv_tcp_t *h, const struct net_listen *l, char *err,
+                         size_t errlen)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -1152,8 +1160,7 @@ static void *worker_main(void *arg)
         rv = -1;
     }
     for (size_t i = 0; rv == 0 && i < s->nlistens; i++) {
-        rv = bind_listener(w, &w->listeners[i], &s->listens[i], w->start_err,
-                           sizeof w->start_err);
+        rv = bind_listener(w, &w->listeners[i], &s->listens[i], w->start_err, sizeof w->start_err);
         if (rv == 0)
             w->nlisteners++;
     }
@@ -1203,8 +1210,8 @@ int net_start(const struct net_node *node, const struct net_listen *listens, siz
     pthread_mutex_init(&s->startmu, NULL);
     pthread_cond_init(&s->startcv, NULL);
     s->ssl = tls_server_ctx(config_str(node->cfg, "tls", "cert_file"),
-                            config_str(node->cfg, "tls", "key_file"), data_dir, node->hostname,
-                            err, errlen);
+                            config_str(node->cfg, "tls", "key_file"), data_dir, node->hostname, err,
+                            errlen);
     if (s->ssl == NULL)
         goto fail;
 
