@@ -25,6 +25,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +38,10 @@
 #include "log.h"
 #include "transport.h"
 
-#define CONS_TICK_MS       50   /* status refresh and no-leader deadline checks */
-#define CONS_CLOSE_WAIT_MS 2000 /* longest wait for the leader's own appends at stop */
-#define CONS_FORWARD_PAUSE_MS 100  /* between attempts to reach a leader */
-#define CONS_CHANGE_RETRY_MS  200  /* another membership change is in flight */
+#define CONS_TICK_MS          50    /* status refresh and no-leader deadline checks */
+#define CONS_CLOSE_WAIT_MS    2000  /* longest wait for the leader's own appends at stop */
+#define CONS_FORWARD_PAUSE_MS 100   /* between attempts to reach a leader */
+#define CONS_CHANGE_RETRY_MS  200   /* another membership change is in flight */
 #define CONS_CHANGE_WAIT_MS   60000 /* give up on a membership change after this */
 
 /*
@@ -73,6 +74,14 @@ struct fwd_answer {
     uint64_t index;
     void *result;
     struct fwd_answer *next;
+};
+
+/* a reader waiting for this node to apply an index (cons_wait_applied) */
+struct waiter {
+    uint64_t index, deadline_ms;
+    cons_applied_cb *done;
+    void *arg;
+    struct waiter *next;
 };
 
 /* a membership change waiting for, or running on, the loop */
@@ -111,9 +120,11 @@ struct cons {
 
     pthread_mutex_t mu; /* guards inbox, stopping, status, start_* */
     pthread_cond_t started_cv;
-    struct plist inbox; /* from cons_propose, not yet on the loop */
-    struct fwd_answer *answers; /* from cons_forward_done, not yet on the loop */
+    struct plist inbox;                     /* from cons_propose, not yet on the loop */
+    struct fwd_answer *answers;             /* from cons_forward_done, not yet on the loop */
     struct change *changes, **changes_tail; /* from cons_change, in order */
+    struct waiter *waiters;                 /* cons_wait_applied, any order */
+    _Atomic uint64_t applied_now;           /* last index applied, for the fast path */
     bool stopping;
     bool stopped; /* the thread is gone: proposals fail at once */
     bool start_done;
@@ -122,12 +133,12 @@ struct cons {
     struct cons_status status;
 
     /* loop thread only */
-    struct plist waiting;  /* no leader known yet */
-    struct plist inflight; /* handed to raft_apply, index order */
+    struct plist waiting;    /* no leader known yet */
+    struct plist inflight;   /* handed to raft_apply, index order */
     struct plist forwarding; /* sent to the leader, waiting for its answer */
     struct plist applying;   /* the leader applied them; waiting for our own apply */
     uint64_t next_token;
-    struct change *change;   /* the membership change running now */
+    struct change *change; /* the membership change running now */
     bool closing;
     uint64_t close_deadline_ms; /* raft_close() by then even if appends are pending */
     uint64_t snapshots_taken, snapshot_index;
@@ -198,6 +209,32 @@ static void finish(struct cons *c, struct proposal *p, int status, uint64_t inde
     if (p->buf)
         raft_free(p->buf);
     free(p);
+}
+
+/* wake_waiters(): readers whose index is applied (or whose time is up) are answered.
+ * Loop thread; FORCE_STATUS != 0 answers all of them with it (stop). */
+static void wake_waiters(struct cons *c, uint64_t applied, int force_status)
+{
+    uint64_t now = now_ms();
+    pthread_mutex_lock(&c->mu);
+    struct waiter *ready = NULL, **pp = &c->waiters;
+    while (*pp) {
+        struct waiter *w = *pp;
+        if (force_status || w->index <= applied || now >= w->deadline_ms) {
+            *pp = w->next;
+            w->next = ready;
+            ready = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    while (ready) {
+        struct waiter *w = ready;
+        ready = w->next;
+        w->done(w->arg, force_status ? force_status : w->index <= applied ? 0 : CONS_ETIMEDOUT);
+        free(w);
+    }
 }
 
 /* finish_applied(): forwarded proposals whose index is now applied here get answered. */
@@ -289,9 +326,12 @@ static int hook_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void 
         c->user.apply(c->user.ctx, index, b + ENTRY_HDR, (size_t) n, slot);
     *result = NULL; /* the result travels in the proposal, see apply_done() */
     c->applied = index;
+    atomic_store(&c->applied_now, index);
     refresh_status(c);
     if (c->applying.head)
         finish_applied(c, index);
+    if (c->waiters)
+        wake_waiters(c, index, 0);
     return 0;
 }
 
@@ -324,7 +364,7 @@ static int hook_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     int rv = c->user.restore(c->user.ctx, buf->base, buf->len);
     if (rv != 0)
         return RAFT_IOERR; /* raft keeps and frees the buffer */
-    raft_free(buf->base);   /* on success the buffer is ours */
+    raft_free(buf->base);  /* on success the buffer is ours */
     return 0; /* forwarded proposals waiting on an index the snapshot covered: on_tick */
 }
 
@@ -405,8 +445,8 @@ static void take_answers(struct cons *c)
         rev = a;
         a = n;
     }
-    uint64_t applied = c->applied > raft_last_applied(&c->raft) ? c->applied
-                                                                : raft_last_applied(&c->raft);
+    uint64_t applied =
+        c->applied > raft_last_applied(&c->raft) ? c->applied : raft_last_applied(&c->raft);
     for (a = rev; a; a = rev) {
         rev = a->next;
         struct proposal *p = c->forwarding.head;
@@ -450,6 +490,7 @@ static void change_finish(struct cons *c, struct change *ch, int status)
         c->change = NULL;
     log_info("raft.change", "op=%d id=%llu status=%d", (int) ch->op, (unsigned long long) ch->id,
              status);
+    refresh_status(c); /* whoever is told "done" sees the new configuration */
     ch->done(ch->arg, status);
     free(ch);
     if (!c->closing)
@@ -700,8 +741,16 @@ static void on_tick(uv_timer_t *t)
     pthread_mutex_unlock(&c->mu);
     if (c->waiting.head || c->change || queued)
         drain(c);
-    if (c->applying.head) /* a restored snapshot may have covered their index */
-        finish_applied(c, raft_last_applied(&c->raft));
+    uint64_t la = raft_last_applied(&c->raft);
+    if (la > atomic_load(&c->applied_now))
+        atomic_store(&c->applied_now, la); /* configuration entries, restored snapshots */
+    if (c->applying.head)                  /* a restored snapshot may have covered their index */
+        finish_applied(c, la);
+    pthread_mutex_lock(&c->mu);
+    bool waiting = c->waiters != NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (waiting)
+        wake_waiters(c, atomic_load(&c->applied_now), 0);
 }
 
 static int mkdir_p(const char *path)
@@ -854,6 +903,7 @@ static void *thread_main(void *arg)
     }
     if (c->change)
         change_finish(c, c->change, CONS_ESHUTDOWN);
+    wake_waiters(c, 0, CONS_ESHUTDOWN);
     return NULL;
 }
 
@@ -987,6 +1037,33 @@ void cons_forward_done(struct cons *c, uint64_t token, int status, uint64_t inde
     pthread_mutex_unlock(&c->mu);
 }
 
+int cons_wait_applied(struct cons *c, uint64_t index, unsigned timeout_ms, cons_applied_cb *done,
+                      void *arg)
+{
+    if (index <= atomic_load(&c->applied_now)) {
+        done(arg, 0);
+        return 0;
+    }
+    struct waiter *w = malloc(sizeof *w);
+    if (w == NULL)
+        return CONS_ENOMEM;
+    w->index = index;
+    w->deadline_ms = now_ms() + timeout_ms;
+    w->done = done;
+    w->arg = arg;
+    pthread_mutex_lock(&c->mu);
+    if (c->stopped) {
+        pthread_mutex_unlock(&c->mu);
+        free(w);
+        done(arg, CONS_ESHUTDOWN);
+        return 0;
+    }
+    w->next = c->waiters;
+    c->waiters = w;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
 int cons_change(struct cons *c, enum cons_change_op op, uint64_t id, const char *address,
                 cons_change_cb *done, void *arg)
 {
@@ -1042,7 +1119,14 @@ void cons_stop(struct cons *c)
     c->inbox.head = c->inbox.tail = NULL;
     struct fwd_answer *ans = c->answers;
     c->answers = NULL;
+    struct waiter *ws = c->waiters; /* added after the loop answered the others */
+    c->waiters = NULL;
     pthread_mutex_unlock(&c->mu);
+    for (struct waiter *w = ws, *n; w; w = n) {
+        n = w->next;
+        w->done(w->arg, CONS_ESHUTDOWN);
+        free(w);
+    }
     for (struct fwd_answer *a = ans, *n; a; a = n) {
         n = a->next;
         if (a->result && c->user.result_free)

@@ -141,6 +141,16 @@ int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void
 void cons_forward_done(struct cons *c, uint64_t token, int status, uint64_t index, void *result);
 
 /*
+ * cons_wait_applied(): DONE(ARG, 0) once this node has applied INDEX (at once, on the
+ * calling thread, when it already has), or DONE(ARG, CONS_ETIMEDOUT) after TIMEOUT_MS, or
+ * CONS_ESHUTDOWN at stop; otherwise on the consensus thread. Exactly once. Returns 0 or
+ * CONS_ENOMEM (DONE not called).
+ */
+typedef void cons_applied_cb(void *arg, int status);
+int cons_wait_applied(struct cons *c, uint64_t index, unsigned timeout_ms, cons_applied_cb *done,
+                      void *arg);
+
+/*
  * Membership (on the leader; elsewhere DONE gets CONS_ENOTLEADER). DONE(ARG, STATUS) runs
  * once on the consensus thread. One change runs at a time; the others wait their turn.
  * ADD_VOTER: adds ID at ADDRESS as a spare, then promotes it to voter once it has caught
