@@ -48,8 +48,8 @@ struct conn {
     uv_pipe_t pipe;
     uint8_t *buf; /* received, not yet parsed */
     size_t len, cap;
-    bool busy;    /* a request is being answered */
-    bool closed;  /* uv_close called */
+    bool busy;   /* a request is being answered */
+    bool closed; /* uv_close called */
     int refs;
     struct conn *next, *prev;
 };
@@ -191,8 +191,7 @@ static void account_line(struct req *r, const Tern__AccountRec *a)
     add_line(r,
              "id=%" PRIu64 " address=%s quota_bytes=%" PRIu64 " quota_messages=%" PRIu64
              " used_bytes=%" PRIu64 " used_messages=%" PRIu64,
-             a->id, a->address, a->quota_bytes, a->quota_messages, a->used_bytes,
-             a->used_messages);
+             a->id, a->address, a->quota_bytes, a->quota_messages, a->used_bytes, a->used_messages);
 }
 
 static int mailbox_line(void *ctx, const ProtobufCMessage *m)
@@ -202,9 +201,8 @@ static int mailbox_line(void *ctx, const ProtobufCMessage *m)
     add_line(ctx,
              "mailbox=%s id=%" PRIu64 " uidvalidity=%u uidnext=%u highestmodseq=%" PRIu64
              " messages=%" PRIu64 " special_use=%s subscribed=%d",
-             val(q, sizeof q, mb->name), mb->id, mb->uidvalidity, mb->uidnext,
-             mb->highestmodseq, mb->messages, mb->special_use ? mb->special_use : "",
-             mb->subscribed ? 1 : 0);
+             val(q, sizeof q, mb->name), mb->id, mb->uidvalidity, mb->uidnext, mb->highestmodseq,
+             mb->messages, mb->special_use ? mb->special_use : "", mb->subscribed ? 1 : 0);
     return 0;
 }
 
@@ -232,6 +230,8 @@ static void h_status(struct req *r)
     static const char *roles[] = {"unavailable", "follower", "candidate", "leader"};
     /* the persisted applied index never goes back; whatever is applied was committed */
     uint64_t applied = fsm_applied_index(r->c->a->deps.fsm);
+    if (s.applied_index > applied) /* configuration entries never reach the FSM */
+        applied = s.applied_index;
     if (s.commit_index < applied)
         s.commit_index = applied;
     if (s.last_index < applied)
@@ -637,13 +637,13 @@ static int message_line(void *ctx, const ProtobufCMessage *m)
     if (msg->body_hash.len == BODY_HASH_LEN)
         body_hash_hex(msg->body_hash.data, hex);
     char q[1100], fq[1100];
-    add_line(ctx,
-             "uid=%u size=%" PRIu64 " modseq=%" PRIu64 " internal_date=%" PRIu64
-             " flags=%s body=%s from=%s rcpt=%s",
-             msg->uid, msg->size, msg->modseq, msg->internal_date, val(fq, sizeof fq, flags), hex,
-             val(q, sizeof q,
-                 msg->envelope && msg->envelope->mail_from ? msg->envelope->mail_from : ""),
-             msg->rcpt_to ? msg->rcpt_to : "");
+    add_line(
+        ctx,
+        "uid=%u size=%" PRIu64 " modseq=%" PRIu64 " internal_date=%" PRIu64
+        " flags=%s body=%s from=%s rcpt=%s",
+        msg->uid, msg->size, msg->modseq, msg->internal_date, val(fq, sizeof fq, flags), hex,
+        val(q, sizeof q, msg->envelope && msg->envelope->mail_from ? msg->envelope->mail_from : ""),
+        msg->rcpt_to ? msg->rcpt_to : "");
     return 0;
 }
 
@@ -737,12 +737,12 @@ static int queue_line(void *ctx, const ProtobufCMessage *m)
                                q->recipients[i]->address);
     if (q->body_hash.len == BODY_HASH_LEN)
         body_hash_hex(q->body_hash.data, hex);
-    add_line(ctx,
-             "id=%" PRIu64 " size=%" PRIu64 " from=%s rcpts=%s created=%" PRIu64
-             " attempts=%u body=%s",
-             q->id, q->size,
-             val(fq, sizeof fq, q->envelope && q->envelope->mail_from ? q->envelope->mail_from : ""),
-             val(rq, sizeof rq, rcpts), q->created, q->attempts, hex);
+    add_line(
+        ctx,
+        "id=%" PRIu64 " size=%" PRIu64 " from=%s rcpts=%s created=%" PRIu64 " attempts=%u body=%s",
+        q->id, q->size,
+        val(fq, sizeof fq, q->envelope && q->envelope->mail_from ? q->envelope->mail_from : ""),
+        val(rq, sizeof rq, rcpts), q->created, q->attempts, hex);
     return 0;
 }
 

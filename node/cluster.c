@@ -289,6 +289,7 @@ static int map_rpc(int st)
 {
     switch (st) {
     case RPC_EUNREACHABLE:
+    case RPC_EAUTH: /* nothing was sent */
         return CONS_EUNREACHABLE;
     case RPC_ESHUTDOWN:
         return CONS_ESHUTDOWN;
@@ -703,6 +704,16 @@ static void rpc_handler(void *ctx, struct rpc_call *call, const Tern__RpcRequest
         return h_body(cl, call, req);
     case TERN__RPC_REQUEST__OP_BODY_HAS:
         return h_body_has(cl, call, req);
+    case TERN__RPC_REQUEST__OP_READ_INDEX: {
+        if (!is_leader(cl))
+            return not_leader(cl, call);
+        struct cons_status st;
+        cons_status(atomic_load(&cl->cons), &st);
+        Tern__RpcResponse resp = TERN__RPC_RESPONSE__INIT;
+        resp.has_index = 1;
+        resp.index = st.commit_index;
+        return rpc_reply(call, &resp);
+    }
     case TERN__RPC_REQUEST__OP_STATUS: {
         Tern__RpcResponse resp = TERN__RPC_RESPONSE__INIT;
         Tern__NodeStatus ns = TERN__NODE_STATUS__INIT;
@@ -812,6 +823,8 @@ static void remote_sent(void *arg, int status, const Tern__RpcResponse *resp)
                       resp->error ? resp->error : cons_strerror(resp->status));
     if (status == RPC_ESHUTDOWN)
         return op_end(o, 2, "shutting down");
+    if (status == RPC_EAUTH)
+        return op_end(o, 1, "%s refused our handshake: not the same cluster secret?", o->target);
     retry_later(o); /* no leader yet, or unreachable: ask again shortly */
 }
 
@@ -1114,6 +1127,86 @@ char *cluster_init_text(struct cluster *cl, const char *secret_file)
                  cl->cfg.id, role_name(s.role), s.n_members, secret_file, cl->rpc_address) < 0)
         return NULL;
     return out;
+}
+
+/* ---- read-your-writes on followers ---- */
+
+#define SYNC_TIMEOUT_MS 2000
+
+struct sync {
+    struct cluster *cl;
+    struct loopq *q;
+    void (*done)(void *arg, int status);
+    void *arg;
+    int status;
+};
+
+static void sync_deliver(void *arg)
+{
+    struct sync *y = arg;
+    y->done(y->arg, y->status);
+    free(y);
+}
+
+static void sync_applied(void *arg, int status)
+{
+    struct sync *y = arg;
+    y->status = status == 0 ? 0 : -1;
+    if (loopq_post(y->q, sync_deliver, y) != 0)
+        abort();
+}
+
+static void sync_wait(struct sync *y, uint64_t index)
+{
+    if (cons_wait_applied(atomic_load(&y->cl->cons), index, SYNC_TIMEOUT_MS, sync_applied, y) != 0)
+        sync_applied(y, CONS_ENOMEM);
+}
+
+static void sync_answer(void *arg, int status, const Tern__RpcResponse *resp)
+{
+    struct sync *y = arg;
+    if (status != 0 || resp->status != 0 || !resp->has_index)
+        return sync_applied(y, CONS_EUNREACHABLE);
+    sync_wait(y, resp->index);
+}
+
+int cluster_sync(struct cluster *cl, struct loopq *q, void (*done)(void *arg, int status),
+                 void *arg)
+{
+    struct cons *c = atomic_load(&cl->cons);
+    if (c == NULL)
+        return -1;
+    struct sync *y = calloc(1, sizeof *y);
+    if (y == NULL)
+        return -1;
+    y->cl = cl;
+    y->q = q;
+    y->done = done;
+    y->arg = arg;
+    struct cons_status s;
+    cons_status(c, &s);
+    if (s.role == CONS_LEADER) { /* what it acknowledged is applied here already, or soon */
+        if (s.applied_index >= s.commit_index) {
+            free(y);
+            return 1;
+        }
+        sync_wait(y, s.commit_index);
+        return 0;
+    }
+    struct member_view *v = malloc(sizeof *v);
+    const char *addr = NULL;
+    if (v) {
+        load_members(cl, v);
+        addr = s.leader_id ? member_rpc(v, s.leader_id) : NULL;
+    }
+    Tern__RpcRequest req;
+    tern__rpc_request__init(&req);
+    req.op_case = TERN__RPC_REQUEST__OP_READ_INDEX;
+    req.read_index = 1;
+    if (addr == NULL || rpc_send(cl->rpc, addr, &req, SYNC_TIMEOUT_MS, sync_answer, y) != 0)
+        sync_applied(y, CONS_EUNREACHABLE);
+    free(v);
+    return 0;
 }
 
 /* ---- bodies: replicate at delivery ---- */

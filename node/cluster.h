@@ -70,6 +70,15 @@ char *cluster_metrics_text(struct cluster *cl);
 char *cluster_init_text(struct cluster *cl, const char *secret_file);
 
 /*
+ * cluster_sync(): read-your-writes for reads on any node. DONE(ARG, 0) on Q once this
+ * node has applied everything the leader had committed when asked (a write acknowledged
+ * anywhere before the call is then visible here); DONE(ARG, -1) when that cannot be
+ * established in time (no leader, unreachable): the caller serves what it has.
+ */
+int cluster_sync(struct cluster *cl, struct loopq *q, void (*done)(void *arg, int status),
+                 void *arg);
+
+/*
  * Bodies. cluster_body_replicate(): the body (already stored here with fsync) is copied
  * to its other owners; DONE(ARG, 0) once a majority of its owners hold it synced, else
  * DONE(ARG, -1) (answer "try again later"). DATA is copied before this returns.

@@ -41,7 +41,7 @@
 #include "pop3.h"
 #include "smtp.h"
 
-#define EXIT_CONFIG 2
+#define EXIT_CONFIG      2
 #define TERND_THREADPOOL "32" /* unless UV_THREADPOOL_SIZE is set already */
 
 struct ternd {
@@ -133,7 +133,7 @@ static void shutdown_node(struct ternd *t)
     admin_stop(t->admin);
     t->admin = NULL;
     cluster_stop(t->cluster); /* forwarded proposals in flight end with "shutting down" */
-    cons_stop(t->cons); /* in-flight proposals complete with ESHUTDOWN, via the loopqs */
+    cons_stop(t->cons);       /* in-flight proposals complete with ESHUTDOWN, via the loopqs */
     struct net_server *net = atomic_exchange(&t->net, NULL);
     net_stop(net); /* closes every client connection and joins the workers */
     loopq_close(&t->q);
@@ -347,8 +347,8 @@ int main(int argc, char **argv)
         goto out;
     }
     {
-        static const char *names[] = {"smtp", "submission", "smtps", "imap",
-                                      "imaps", "pop3",      "pop3s"};
+        static const char *names[] = {"smtp",  "submission", "smtps", "imap",
+                                      "imaps", "pop3",       "pop3s"};
         struct cluster_config clc = {
             .id = id,
             .raft_address = config_str(&t.cfg, "raft", "address"),

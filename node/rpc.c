@@ -14,6 +14,7 @@
  */
 #include "rpc.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <raft.h>
 #include <signal.h>
@@ -28,8 +29,10 @@
 #include "frame.h"
 #include "log.h"
 
-#define RPC_TICK_MS  100
-#define RPC_RBUF_MIN (64 * 1024)
+#define RPC_TICK_MS           100
+#define RPC_RBUF_MIN          (64 * 1024)
+#define RPC_REFUSED_LOGS      5     /* refused handshakes logged ... */
+#define RPC_REFUSED_WINDOW_MS 10000 /* ... per this long */
 
 enum conn_state { C_CONNECTING, C_READY, C_DOWN, C_CLOSED };
 
@@ -69,6 +72,7 @@ struct rpc_call {
 
 struct handshake { /* an inbound connection proving itself */
     struct rpc *r;
+    char peer[64]; /* address:port as TCP saw it, for the refusal log */
     struct auth_req *auth;
     struct handshake *next, *prev;
 };
@@ -83,6 +87,8 @@ struct rpc {
     struct loopq q;
     struct conn *conns;
     struct handshake *handshakes;
+    uint64_t refused_window_ms;
+    unsigned refused_logged;
     _Atomic uint64_t next_id;
     _Atomic bool stopped;
     bool closing;
@@ -374,8 +380,11 @@ static void on_connected(void *arg, uv_tcp_t *tcp, int status, uint64_t peer_id,
             conn_maybe_free(k);
             return;
         }
-        log_info("rpc.connect_failed", "peer=%s status=%d", k->address, status);
-        conn_fail_calls(k, RPC_EUNREACHABLE, RPC_EUNREACHABLE);
+        /* a peer that closes on our hello, or whose proof fails, does not share our
+         * secret: say so, rather than "unreachable" */
+        int why = status == AUTH_ECLOSED || status == AUTH_EPROOF ? RPC_EAUTH : RPC_EUNREACHABLE;
+        log_info("rpc.connect_failed", "peer=%s error=\"%s\"", k->address, auth_strerror(status));
+        conn_fail_calls(k, why, why);
         k->state = C_DOWN;
         k->down_until_ms = now_ms() + RPC_CONNECT_RETRY_MS;
         return;
@@ -528,9 +537,21 @@ static void on_accepted(void *arg, uv_tcp_t *tcp, int status, uint64_t peer_id,
     struct handshake *h = arg;
     struct rpc *r = h->r;
     hs_unlink(h);
+    if (status != 0) { /* auth closed it */
+        if (status != AUTH_ECANCELED) {
+            uint64_t now = now_ms();
+            if (now - r->refused_window_ms >= RPC_REFUSED_WINDOW_MS) {
+                r->refused_window_ms = now;
+                r->refused_logged = 0;
+            }
+            if (r->refused_logged++ < RPC_REFUSED_LOGS)
+                log_warn("cluster.auth_refused", "peer=%s reason=\"%s\" dir=in port=rpc", h->peer,
+                         auth_strerror(status));
+        }
+        free(h);
+        return;
+    }
     free(h);
-    if (status != 0)
-        return; /* auth closed it and logged why */
     if (r->closing) {
         uv_close((uv_handle_t *) tcp, (uv_close_cb) raft_free);
         return;
@@ -569,6 +590,16 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     h->r = r;
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    char ip[48] = "?";
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *) &ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *) &ss;
+        uv_ip4_name(sin, ip, sizeof ip);
+        snprintf(h->peer, sizeof h->peer, "%s:%u", ip, ntohs(sin->sin_port));
+    } else {
+        snprintf(h->peer, sizeof h->peer, "%s", ip);
+    }
     h->next = r->handshakes;
     if (r->handshakes)
         r->handshakes->prev = h;

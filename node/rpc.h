@@ -30,6 +30,7 @@
 #define RPC_EPROTO       (-6) /* the peer answered something undecodable */
 #define RPC_EUNREACHABLE (-7) /* could not connect or authenticate: nothing was sent */
 #define RPC_ETIMEDOUT    (-8) /* no answer in time: outcome unknown */
+#define RPC_EAUTH        (-9) /* the peer refused our handshake (another cluster secret?) */
 
 #define RPC_HANDSHAKE_MS     3000
 #define RPC_CONNECT_RETRY_MS 200 /* after a failed connect, calls fail fast this long */

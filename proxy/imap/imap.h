@@ -52,6 +52,7 @@ struct imap_view {
 
 struct imap_sess {
     struct net_conn *c;
+    struct imap_cmd *synced; /* the command that waited for cluster_sync() and runs now */
     struct imap_parser *parser;
     enum imap_state state;
     uint64_t account;

@@ -34,9 +34,9 @@
 
 #define CAPS_BASE                                                                                  \
     "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "         \
-    "CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH STATUS=SIZE "    \
-    "QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY"
-
+    "CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE QRESYNC ESEARCH STATUS=SIZE "        \
+    "QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT "           \
+    "THREAD=REFERENCES BINARY"
 
 /* ---- replies ---- */
 
@@ -1770,7 +1770,6 @@ struct copy_ctx {
     bool move;
 };
 
-
 static void copy_done(void *arg, int status, uint64_t index, const Tern__Result *res)
 {
     struct copy_ctx *x = arg;
@@ -2131,7 +2130,7 @@ static void idle_line(struct imap_sess *s, const char *line, size_t n)
 
 /* ---- the command table ---- */
 
-enum { F_ASYNC = 1, F_UID = 2 };
+enum { F_ASYNC = 1, F_UID = 2, F_SYNC = 4 /* read-your-writes: catch up first */ };
 
 struct icmd {
     const char *name;
@@ -2171,14 +2170,14 @@ static const struct icmd commands[] = {
     {"NAMESPACE", AUTHED, 0, cmd_namespace, NULL},
     {"LIST", AUTHED, 0, cmd_list, NULL},
     {"LSUB", AUTHED, 0, cmd_list, NULL},
-    {"STATUS", AUTHED, 0, cmd_status, NULL},
+    {"STATUS", AUTHED, F_SYNC, cmd_status, NULL},
     {"CREATE", AUTHED, 0, NULL, cmd_create},
     {"DELETE", AUTHED, 0, NULL, cmd_delete},
     {"RENAME", AUTHED, 0, NULL, cmd_rename},
     {"SUBSCRIBE", AUTHED, 0, NULL, cmd_subscribe},
     {"UNSUBSCRIBE", AUTHED, 0, NULL, cmd_subscribe},
-    {"SELECT", AUTHED, 0, NULL, cmd_select},
-    {"EXAMINE", AUTHED, 0, NULL, cmd_select},
+    {"SELECT", AUTHED, F_SYNC, NULL, cmd_select},
+    {"EXAMINE", AUTHED, F_SYNC, NULL, cmd_select},
     {"APPEND", AUTHED, 0, NULL, cmd_append},
     {"GETQUOTAROOT", AUTHED, 0, cmd_getquotaroot, NULL},
     {"GETQUOTA", AUTHED, 0, cmd_getquota, NULL},
@@ -2197,6 +2196,24 @@ static const struct icmd commands[] = {
     {"MOVE", IS_SELECTED, F_UID, NULL, cmd_copy},
 };
 
+static void run(struct imap_sess *s, struct imap_cmd *cmd);
+
+/* synced(): this node caught up with the leader (or gave up trying): run the command. */
+static void synced(void *arg, int status)
+{
+    struct imap_sess *s = arg;
+    struct imap_cmd *cmd = s->cur;
+    (void) status; /* not in sync: serve what this node has */
+    s->cur = NULL;
+    s->synced = cmd;
+    if (net_conn_closing(s->c))
+        imap_cmd_free(cmd);
+    else
+        run(s, cmd);
+    s->synced = NULL;
+    net_conn_release(s->c); /* the hold from begin_async(); last: may free the session */
+}
+
 /* run(): executes CMD, which it owns. */
 static void run(struct imap_sess *s, struct imap_cmd *cmd)
 {
@@ -2211,6 +2228,12 @@ static void run(struct imap_sess *s, struct imap_cmd *cmd)
             imap_tagged(s, cmd->tag, "BAD", "%s not allowed %s", cmd->name,
                         s->state == IS_NOTAUTH ? "before login" : "in this state");
             imap_cmd_free(cmd);
+            return;
+        }
+        struct cluster *cl = net_conn_node(s->c)->cluster;
+        if ((c->flags & F_SYNC) && cl && s->synced != cmd &&
+            cluster_sync(cl, net_conn_loopq(s->c), synced, s) == 0) {
+            begin_async(s, cmd); /* a write acknowledged on another node must be seen here */
             return;
         }
         if (c->fn) {

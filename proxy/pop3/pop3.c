@@ -37,7 +37,7 @@
 #include "smtp_parse.h" /* base64 and SASL PLAIN */
 
 #define POP3_SASL_LINE_MAX 4096 /* RFC 5034 4: a long SASL response goes on its own line */
-#define POP3_FAIL_DELAY_MS 1000  /* a failed login is answered after this */
+#define POP3_FAIL_DELAY_MS 1000 /* a failed login is answered after this */
 #define POP3_FAILURES_MAX  3
 #define POP3_ERRORS_MAX    20
 
@@ -98,8 +98,7 @@ static bool tls_offered(struct psess *s)
 
 static bool auth_allowed(struct psess *s)
 {
-    return net_conn_secure(s->c) ||
-           config_bool(net_conn_node(s->c)->cfg, "pop3", "plaintext_auth");
+    return net_conn_secure(s->c) || config_bool(net_conn_node(s->c)->cfg, "pop3", "plaintext_auth");
 }
 
 /* ---- the maildrop ---- */
@@ -206,6 +205,31 @@ static void auth_work(uv_work_t *w)
     OPENSSL_cleanse(j->pass, sizeof j->pass);
 }
 
+/* login_synced(): the password was right and this node is in sync: open the maildrop. */
+static void login_synced(void *arg, int status)
+{
+    struct auth_job *j = arg;
+    struct psess *s = j->s;
+    (void) status; /* not in sync: serve what this node has */
+    if (net_conn_closing(s->c)) {
+        uv_close((uv_handle_t *) &j->delay, job_free);
+        return;
+    }
+    if (open_maildrop(s) != 0) {
+        out(s, "-ERR [SYS/TEMP] Cannot open the maildrop");
+        net_conn_close(s->c);
+    } else {
+        s->state = P_TRANS;
+        uint64_t total = 0;
+        for (size_t i = 0; i < s->n; i++)
+            total += s->msgs[i].size;
+        out(s, "+OK Logged in, %zu messages (%" PRIu64 " octets)", s->n, total);
+        net_conn_log(s->c, LOG_INFO, "pop3.login", "result=ok user=%s messages=%zu",
+                     s->account_addr, s->n);
+    }
+    uv_close((uv_handle_t *) &j->delay, job_free);
+}
+
 static void auth_done(uv_work_t *w, int status)
 {
     struct auth_job *j = w->data;
@@ -219,19 +243,11 @@ static void auth_done(uv_work_t *w, int status)
         struct addr a;
         snprintf(s->account_addr, sizeof s->account_addr, "%s",
                  addr_parse(j->user, &a) == 0 ? a.full : j->user);
-        if (open_maildrop(s) != 0) {
-            out(s, "-ERR [SYS/TEMP] Cannot open the maildrop");
-            net_conn_close(s->c);
-        } else {
-            s->state = P_TRANS;
-            uint64_t total = 0;
-            for (size_t i = 0; i < s->n; i++)
-                total += s->msgs[i].size;
-            out(s, "+OK Logged in, %zu messages (%" PRIu64 " octets)", s->n, total);
-            net_conn_log(s->c, LOG_INFO, "pop3.login", "result=ok user=%s messages=%zu",
-                         s->account_addr, s->n);
-        }
-        uv_close((uv_handle_t *) &j->delay, job_free);
+        /* the maildrop is a snapshot: first catch up with mail acknowledged elsewhere */
+        struct cluster *cl = net_conn_node(s->c)->cluster;
+        if (cl && cluster_sync(cl, net_conn_loopq(s->c), login_synced, j) == 0)
+            return;
+        login_synced(j, 0);
         return;
     }
     if (status != 0 || j->rv < 0) {
@@ -350,8 +366,7 @@ static void cmd_quit(struct psess *s)
     cmd.expunge = &op;
     cmd.account_hint = s->account_addr;
     net_conn_hold(s->c);
-    if (command_propose(net_conn_node(s->c)->cons, net_conn_loopq(s->c), &cmd, quit_done, q) !=
-        0)
+    if (command_propose(net_conn_node(s->c)->cons, net_conn_loopq(s->c), &cmd, quit_done, q) != 0)
         quit_done(q, CONS_ENOMEM, 0, NULL);
     free(uids);
 }
@@ -374,8 +389,9 @@ static void send_body(struct psess *s, const char *p, size_t n, long lines)
         bol = false;
         if (p[i] != '\n')
             continue;
-        bool blank = (i >= 1 && p[i - 1] == '\n') || (i >= 2 && p[i - 1] == '\r' && p[i - 2] == '\n') ||
-                     i == 0 || (i == 1 && p[0] == '\r');
+        bool blank = (i >= 1 && p[i - 1] == '\n') ||
+                     (i >= 2 && p[i - 1] == '\r' && p[i - 2] == '\n') || i == 0 ||
+                     (i == 1 && p[0] == '\r');
         if (i == 0 || p[i - 1] != '\r') { /* bare LF: send CRLF */
             net_conn_write(s->c, p + start, i - start);
             net_conn_write(s->c, "\r\n", 2);
@@ -434,8 +450,8 @@ static void cmd_retr(struct psess *s, const char *arg, const char *arg2, bool to
     long lines = -1;
     if (top) {
         char *end;
-        if (arg2 == NULL || *arg2 < '0' || *arg2 > '9' ||
-            (lines = strtol(arg2, &end, 10), *end) || lines < 0) {
+        if (arg2 == NULL || *arg2 < '0' || *arg2 > '9' || (lines = strtol(arg2, &end, 10), *end) ||
+            lines < 0) {
             out(s, "-ERR Syntax: TOP msg lines");
             return;
         }
