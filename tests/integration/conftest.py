@@ -1200,3 +1200,374 @@ class RawPOP3(_RawClient):
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---------------------------------------------------------------------------------------
+# a cluster: N ternd nodes joined into one Raft group (node 1 bootstraps, the others join
+# it with its secret), and HAProxy in front of it (config from `ternctl haproxy-config`)
+
+CLUSTER_LISTENERS = SMTP_LISTENERS + IMAP_LISTENERS + POP3_LISTENERS
+HAPROXY_SOURCE = "127.0.0.2"  # HAProxy's address towards the nodes: their net.proxy_trusted
+CLUSTER_TEST_SETS = (  # small timeouts so elections, repair and HAProxy checks are quick
+    "--set", "raft.election_timeout_ms=500",
+    "--set", "raft.heartbeat_ms=50",
+    "--set", "cluster.repair_interval_ms=500",
+    "--set", f"net.proxy_trusted={HAPROXY_SOURCE}",
+)
+JOIN_TIMEOUT = 30.0  # ternctl cluster join -> ok
+
+
+def stable_port():
+    """A loopback port below the kernel's ephemeral range (so no outgoing connection can
+    take it while its node is down between a kill and a restart), free a moment ago and
+    not handed out before here."""
+    import random
+
+    lo = 10000
+    try:
+        lo_eph = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo_eph = 32768
+    hi = max(lo + 1000, lo_eph - 1)
+    for _ in range(1000):
+        port = random.randint(lo, hi)
+        if port in _ports_used:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_used.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+def cluster_port_sets(listeners=CLUSTER_LISTENERS):
+    """(--set arguments, {listener: port}, {key: address}): like imap_port_sets(), from
+    stable_port(); the third map holds every non-listener ADDR key (raft.address,
+    cluster.rpc_address) with its address."""
+    args, ports, addrs = [], {}, {}
+    for key in addr_keys():
+        sec, _, name = key.partition(".")
+        if sec != "listen":
+            addrs[key] = f"127.0.0.1:{stable_port()}"
+            args += ["--set", f"{key}={addrs[key]}"]
+        elif name in listeners:
+            ports[name] = stable_port()
+            args += ["--set", f"{key}=127.0.0.1:{ports[name]}"]
+        else:
+            args += ["--set", f"{key}="]
+    return args, ports, addrs
+
+
+def wait_admin(t, timeout=READY_TIMEOUT):
+    """Waits until T's admin socket answers status (any role); returns the record."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        rc = t.proc.poll()
+        if rc is not None:
+            pytest.fail(f"ternd exited with {rc} before its admin socket answered:\n"
+                        f"{t.log_tail()}")
+        if t.sock.exists():
+            try:
+                last = run_ctl(t.sock, "status", timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                if last.rc == 0 and last.records:
+                    return last.records[0]
+            except subprocess.TimeoutExpired:
+                last = "ternctl status timed out"
+        time.sleep(0.05)
+    pytest.fail(f"ternd admin socket not answering within {timeout}s (last: {last!r}):\n"
+                f"{t.log_tail()}")
+
+
+def try_status(t, timeout=3.0):
+    """T's status record, or None (not running, no answer)."""
+    if not t.running():
+        return None
+    try:
+        r = run_ctl(t.sock, "status", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    return r.records[0] if r.rc == 0 and r.records else None
+
+
+def cluster_status(t, timeout=CTL_TIMEOUT):
+    """`cluster status` on T: (header record, {node id: node record})."""
+    r = t.ctl("cluster", "status", timeout=timeout).ok()
+    head = next(rec for rec in r.records if "cluster" in rec)
+    nodes = {int(rec["id"]): rec for rec in r.records if "node" in rec and "id" in rec}
+    return head, nodes
+
+
+def cluster_members(t):
+    """`cluster members` on T: {node id: member record}."""
+    r = t.ctl("cluster", "members").ok()
+    return {int(rec["id"]): rec for rec in r.records if "member" in rec}
+
+
+class TernCluster:
+    """Ternd nodes of CLUSTER (the `cluster` fixture: it kills them at teardown and keeps
+    the logs of a failed test) joined into one Raft group. Every node has the SMTP, IMAP
+    and POP3 listeners (t.smtp_ports, t.imap_ports, t.pop3_ports), t.node_id, t.raft_addr
+    and t.rpc_addr, all kept across restarts. SETS go to every node (after
+    CLUSTER_TEST_SETS, so they win)."""
+
+    def __init__(self, cluster, sets=()):
+        self.c = cluster
+        self.sets = list(CLUSTER_TEST_SETS) + list(sets)
+        self.nodes = []  # every node made here, current members or not
+        self.secret = None  # node 1's cluster.secret, given to every joining node
+        self.next_id = 1
+
+    def new_node(self, node_id=None, sets=(), secret=None):
+        """An unstarted node. The first one bootstraps; later ones wait to be joined and
+        get the first node's secret file (or SECRET)."""
+        node_id = node_id or self.next_id
+        self.next_id = max(self.next_id, node_id + 1)
+        s = ["--set", f"node.id={node_id}"] + self.sets
+        if self.secret is not None or secret is not None:
+            s += ["--set", "cluster.bootstrap=no",
+                  "--set", f"cluster.secret_file={secret or self.secret}"]
+        args, ports, addrs = cluster_port_sets()
+        t = self.c.node(ports=args, sets=s + list(sets))
+        t.node_id = node_id
+        t.smtp_ports = {k: v for k, v in ports.items() if k in SMTP_LISTENERS}
+        t.imap_ports = {k: v for k, v in ports.items() if k in IMAP_LISTENERS}
+        t.pop3_ports = {k: v for k, v in ports.items() if k in POP3_LISTENERS}
+        t.raft_addr = addrs["raft.address"]
+        t.rpc_addr = addrs["cluster.rpc_address"]
+        self.nodes.append(t)
+        return t
+
+    def node(self, node_id):
+        return next(t for t in self.nodes if t.node_id == node_id)
+
+    def running(self):
+        return [t for t in self.nodes if t.running()]
+
+    def join(self, t, seed=None):
+        """Starts T (unless running) and joins it through SEED (a node; default the first
+        running one that is not T). Returns the ternctl result (not asserted)."""
+        if not t.running():
+            t.start(wait=False)
+        wait_admin(t)
+        seed = seed or next(n for n in self.running() if n is not t)
+        return t.ctl("cluster", "join", seed.rpc_addr, timeout=JOIN_TIMEOUT + 5)
+
+    def form(self, n=3):
+        """Starts node 1 (bootstrap), then N-1 nodes that join it; waits until every node
+        lists the N members as voters."""
+        first = self.new_node()
+        first.start()
+        self.secret = first.data_dir / "cluster.secret"
+        assert self.secret.exists(), f"no {self.secret} after the first start"
+        rest = [self.new_node() for _ in range(n - 1)]
+        for t in rest:
+            t.start(wait=False)
+        for t in rest:
+            r = self.join(t, seed=first)
+            assert r.rc == 0 and r.out.strip() == "ok", r
+        self.wait_members([t.node_id for t in self.nodes[:n]])
+        return self
+
+    def wait_members(self, ids, timeout=10.0):
+        """Waits until every running node's `cluster members` lists exactly IDS, all
+        voters."""
+        want = sorted(ids)
+        last = {}
+
+        def agree():
+            for t in self.running():
+                m = cluster_members(t)
+                last[t.node_id] = m
+                if sorted(m) != want or any(r["role"] != "voter" for r in m.values()):
+                    return False
+            return True
+
+        assert wait_until(agree, timeout, 0.1), f"members do not agree on {want}: {last}"
+
+    def statuses(self):
+        """{node id: status record} of the running nodes that answer."""
+        out = {}
+        for t in self.running():
+            s = try_status(t)
+            if s is not None:
+                out[t.node_id] = s
+        return out
+
+    def leader(self, timeout=15.0):
+        """The node every running node names as leader (and which says it is): waits."""
+        found = {}
+
+        def one():
+            st = self.statuses()
+            found["last"] = st
+            if len(st) != len(self.running()):
+                return None
+            leaders = {s.get("leader") for s in st.values()}
+            if len(leaders) != 1:
+                return None
+            lid = int(leaders.pop())
+            if lid == 0 or st.get(lid, {}).get("role") != "leader":
+                return None
+            return self.node(lid)
+
+        t = wait_until(one, timeout, 0.05)
+        assert t is not None, f"no agreed leader within {timeout}s: {found.get('last')}"
+        return t
+
+    def followers(self):
+        lead = self.leader()
+        return [t for t in self.running() if t is not lead]
+
+    def wait_converged(self, timeout=20.0, nodes=None):
+        """Waits until NODES (default: the running ones) agree on the leader and the term
+        and have the same commit and applied indexes; returns {id: status}. (applied may
+        stay below commit when the last entries are configuration changes: libraft does
+        not count them as applied until a command follows.)"""
+        nodes = nodes or self.running()
+        found = {}
+
+        def same():
+            st = {}
+            for t in nodes:
+                s = try_status(t)
+                if s is None:
+                    return None
+                st[t.node_id] = s
+            found["last"] = st
+            keys = {(s["leader"], s["term"], s["commit"], s["applied"]) for s in st.values()}
+            if len(keys) != 1:
+                return None
+            lid, _, commit, applied = keys.pop()
+            if lid == "0" or int(applied) > int(commit):
+                return None
+            return st
+
+        st = wait_until(same, timeout, 0.1)
+        assert st, f"nodes did not converge within {timeout}s: {found.get('last')}"
+        return st
+
+    def restart(self, t, timeout=READY_TIMEOUT):
+        """Starts T again (same data dir, same ports) and waits for its admin socket."""
+        t.start(wait=False)
+        return wait_admin(t, timeout)
+
+
+@pytest.fixture
+def tern3(cluster):
+    """A formed 3-node cluster (TernCluster) with CLUSTER_TEST_SETS."""
+    return TernCluster(cluster).form(3)
+
+
+HAPROXY_BIN = shutil.which("haproxy") or next(
+    (p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
+HAPROXY_UP_TIMEOUT = 15.0  # start -> every enabled server UP (inter 1s, rise 2)
+
+
+class HAProxy:
+    """HAProxy in front of a TernCluster, from `ternctl haproxy-config` on NODE: frontends
+    on fresh loopback ports (self.ports, one per client protocol), HAProxy's source
+    HAPROXY_SOURCE, stats on self.stats_port. Runs in the foreground (-db), killed by
+    stop() (and by kill_leftovers)."""
+
+    def __init__(self, workdir, node):
+        self.workdir = Path(workdir)
+        self.node = node
+        self.ports = {p: free_port() for p in CLUSTER_LISTENERS}
+        self.stats_port = free_port()
+        self.cfg = self.workdir / "haproxy.cfg"
+        self.log_path = self.workdir / "haproxy.log"
+        self.proc = None
+
+    def generate(self):
+        r = self.node.ctl("haproxy-config", "--bind", "127.0.0.1", "--source", HAPROXY_SOURCE,
+                          "--ports", ",".join(f"{k}={v}" for k, v in self.ports.items()),
+                          "--stats", f"127.0.0.1:{self.stats_port}", "--maxconn", "200").ok()
+        self.cfg.write_text(r.out)
+        return r.out
+
+    def start(self, wait=True):
+        if HAPROXY_BIN is None:
+            pytest.skip("haproxy is not installed")
+        self.generate()
+        log = open(self.log_path, "ab")
+        self.proc = _track(subprocess.Popen([HAPROXY_BIN, "-db", "-f", str(self.cfg)],
+                                            stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True))
+        log.close()
+        if wait:
+            self.wait_up()
+        return self
+
+    def servers(self):
+        """{(backend, server): status} from /stats;csv ('UP', 'DOWN', 'MAINT', 'UP 1/2'...),
+        or None when the stats page does not answer."""
+        import csv
+        import io
+        import urllib.request
+
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}/stats;csv",
+                                          timeout=2).read().decode()
+        except OSError:
+            return None
+        rows = list(csv.reader(io.StringIO(text.lstrip("# "))))
+        head = rows[0]
+        i_px, i_sv, i_st = head.index("pxname"), head.index("svname"), head.index("status")
+        return {(r[i_px], r[i_sv]): r[i_st] for r in rows[1:]
+                if len(r) > i_st and r[i_sv] not in ("FRONTEND", "BACKEND")}
+
+    def wait_up(self, timeout=HAPROXY_UP_TIMEOUT, servers=None):
+        """Waits until every server (or every one of SERVERS, names like 'n1') not in
+        maintenance is UP."""
+        last = {}
+
+        def up():
+            if self.proc.poll() is not None:
+                pytest.fail(f"haproxy exited with {self.proc.returncode}:\n{self.log_tail()}")
+            s = self.servers()
+            last["s"] = s
+            if not s:
+                return False
+            return all(st == "UP" for (bk, sv), st in s.items()
+                       if not st.startswith("MAINT") and (servers is None or sv in servers))
+
+        assert wait_until(up, timeout, 0.2), f"haproxy servers not UP: {last.get('s')}"
+
+    def log_tail(self, n=30):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def haproxy(cluster, request):
+    """Factory: haproxy(node) starts HAProxy from NODE's members, waits until its servers
+    are UP; killed at teardown (its log printed when the test failed)."""
+    started = []
+
+    def start(node, wait=True):
+        h = HAProxy(cluster.workdir, node)
+        started.append(h)
+        return h.start(wait=wait)
+
+    yield start
+    for h in started:
+        h.stop()
+        if _failed(request):
+            print(f"--- {h.log_path}\n{h.log_tail(40)}")
