@@ -419,3 +419,78 @@ def test_wiped_node_replaced_and_bodies_repaired(cluster):
     view = mailbox_view(n4.imap_ports["imap"], user)
     assert [split_trace(v[3])[1] for v in view] == sent
     tc.wait_converged(CONVERGE_WAIT)
+
+
+def bodies_per_node(t, ids):
+    head, st = cluster_status(t)
+    return {i: int(st[i].get("bodies", -1)) for i in ids if i in st and st[i].get("state") == "up"}
+
+
+def test_join_moves_bodies_so_placement_holds(cluster):
+    """With R=3, a fourth node takes its share of the bodies and the nodes that stopped
+    owning a body drop their copy: every body ends with exactly 3 copies."""
+    tc = TernCluster(cluster).form(3)
+    n1 = tc.nodes[0]
+    user = setup_user(n1, "rebalance.test")
+    count = 16
+    for i in range(count):
+        smtp_deliver(tc.nodes[i % 3], user, message(i, "r", size=500 + 97 * i))
+    ids = [1, 2, 3]
+    got = wait_until(lambda: (lambda b: b if len(b) == 3 and all(v == count for v in b.values())
+                              else None)(bodies_per_node(n1, ids)), BODY_WAIT, 0.25)
+    assert got, bodies_per_node(n1, ids)
+
+    n4 = tc.new_node(node_id=4)
+    r = tc.join(n4, seed=n1)
+    assert r.rc == 0 and r.out.strip() == "ok", r
+    tc.wait_members([1, 2, 3, 4])
+    ids = [1, 2, 3, 4]
+
+    def settled():
+        b = bodies_per_node(n1, ids)
+        return b if len(b) == 4 and sum(b.values()) == 3 * count and b[4] > 0 else None
+
+    b = wait_until(settled, BODY_WAIT, 0.25)
+    assert b, f"bodies never settled at {3 * count} copies: {bodies_per_node(n1, ids)}"
+    assert all(v <= count for v in b.values()), b
+    head, st = cluster_status(n1)
+    assert sum(int(st[i]["bodies_deleted"]) for i in ids) >= count // 4, st
+    # the new node serves every message (its own copies or fetched from an owner)
+    view = mailbox_view(n4.imap_ports["imap"], user)
+    assert sorted(v[1] for v in view) == sorted(f"msg-{i}" for i in range(count)), view
+
+
+def test_unreferenced_bodies_are_deleted_everywhere(cluster):
+    """Expunged mail's bodies go from every node once the grace period has passed, and
+    a body still referenced by another mailbox stays."""
+    tc = TernCluster(cluster, sets=["--set", "cluster.gc_grace_ms=1000"]).form(3)
+    n1, n2, n3 = tc.nodes
+    user = setup_user(n1, "gc.test")
+    other = "o@gc.test"
+    n1.ctl("user", "add", other, password=PW).ok()
+    for i in range(4):
+        smtp_deliver(tc.nodes[i % 3], user, message(i, "g", size=800))
+    kept = message(99, "g", size=300)
+    smtp_deliver(n2, [user, other], kept)  # one transaction: one body, two references
+    ids = [1, 2, 3]
+    assert wait_until(lambda: all(v == 5 for v in bodies_per_node(n1, ids).values())
+                      and len(bodies_per_node(n1, ids)) == 3, BODY_WAIT, 0.25), \
+        bodies_per_node(n1, ids)
+
+    with RawIMAP(n2.imap_ports["imap"]) as c:
+        c.login(user, PW)
+        c.ok("SELECT INBOX")
+        c.ok("STORE 1:* +FLAGS (\\Deleted)")
+        c.ok("EXPUNGE")
+
+    def gone():
+        b = bodies_per_node(n1, ids)
+        return b if len(b) == 3 and all(v == 1 for v in b.values()) else None
+
+    b = wait_until(gone, BODY_WAIT, 0.25)
+    assert b, f"unreferenced bodies not deleted: {bodies_per_node(n1, ids)}"
+    head, st = cluster_status(n1)
+    assert all(int(st[i]["bodies_deleted"]) >= 4 for i in ids), st
+    # the shared body is still served to its other owner
+    view = mailbox_view(n3.imap_ports["imap"], other)
+    assert [v[1] for v in view] == ["msg-99"], view
