@@ -26,6 +26,7 @@ struct pending {
     uint8_t *copy; /* the packed command, for retries (malloc) */
     size_t len;
     int tries;
+    unsigned flags; /* cons_propose_ex() flags */
     /* filled on the consensus thread */
     int status;
     uint64_t index;
@@ -104,11 +105,17 @@ static int submit(struct pending *p)
         return -1;
     memcpy(buf, p->copy, p->len);
     p->tries++;
-    return cons_propose(p->cons, buf, p->len, on_done, p) == 0 ? 0 : -1;
+    return cons_propose_ex(p->cons, buf, p->len, p->flags, on_done, p) == 0 ? 0 : -1;
 }
 
 int command_propose(struct cons *cons, struct loopq *q, Tern__Command *cmd,
                     command_done_cb *done, void *arg)
+{
+    return command_propose_ex(cons, q, cmd, 0, done, arg);
+}
+
+int command_propose_ex(struct cons *cons, struct loopq *q, Tern__Command *cmd, unsigned flags,
+                       command_done_cb *done, void *arg)
 {
     uint8_t rid[COMMAND_REQUEST_ID_LEN];
     if (!cmd->has_request_id) {
@@ -140,6 +147,7 @@ int command_propose(struct cons *cons, struct loopq *q, Tern__Command *cmd,
         cmd->request_id.len = 0;
     }
     p->cons = cons;
+    p->flags = flags;
     p->q = q;
     p->done = done;
     p->arg = arg;

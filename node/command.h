@@ -30,6 +30,9 @@ typedef void command_done_cb(void *arg, int status, uint64_t index, const Tern__
  */
 int command_propose(struct cons *cons, struct loopq *q, Tern__Command *cmd,
                     command_done_cb *done, void *arg);
+/* command_propose_ex(): FLAGS are cons_propose_ex()'s (CONS_NO_APPLY_WAIT). */
+int command_propose_ex(struct cons *cons, struct loopq *q, Tern__Command *cmd, unsigned flags,
+                       command_done_cb *done, void *arg);
 
 /* command_pack(): CMD packed into a raft_malloc()ed buffer (for raft_apply). */
 int command_pack(const Tern__Command *cmd, void **buf, size_t *len);

@@ -64,6 +64,7 @@ struct proposal {
     uint64_t token;       /* forwarded: matches cons_forward_done() */
     uint64_t fwd_index;   /* forwarded and applied by the leader at this index */
     uint64_t retry_at_ms; /* forwarding paused until then */
+    bool no_apply_wait;   /* forwarded: answer as soon as the leader applied it */
     struct proposal *next, *prev;
 };
 
@@ -462,7 +463,7 @@ static void take_answers(struct cons *c)
         if (a->status == 0) {
             p->result = a->result;
             p->fwd_index = a->index;
-            if (a->index <= applied)
+            if (a->index <= applied || p->no_apply_wait)
                 finish(c, p, 0, a->index);
             else
                 plist_push(&c->applying, p);
@@ -986,6 +987,12 @@ static void *entry_wrap(void *buf, size_t len, size_t *out_len)
 
 int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void *arg)
 {
+    return cons_propose_ex(c, buf, len, 0, done, arg);
+}
+
+int cons_propose_ex(struct cons *c, void *buf, size_t len, unsigned flags, cons_done_cb *done,
+                    void *arg)
+{
     if (len == 0) {
         raft_free(buf);
         return CONS_EINVAL;
@@ -1003,6 +1010,7 @@ int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void
     p->len = len;
     p->done = done;
     p->arg = arg;
+    p->no_apply_wait = (flags & CONS_NO_APPLY_WAIT) != 0;
     p->deadline_ms = now_ms() + c->cfg.no_leader_wait_ms;
     pthread_mutex_lock(&c->mu);
     if (c->stopped) {

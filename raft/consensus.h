@@ -130,6 +130,13 @@ int cons_start(const struct cons_config *cfg, const struct cons_fsm *fsm, struct
  * which case DONE is not called and BUF is already freed.
  */
 int cons_propose(struct cons *c, void *buf, size_t len, cons_done_cb *done, void *arg);
+/* cons_propose_ex(): with CONS_NO_APPLY_WAIT a forwarded proposal completes as soon as
+ * the leader applied it, without waiting for this node's own apply (up to a heartbeat
+ * later at low load): for writers that read nothing back in the same session, such as
+ * an SMTP delivery (readers elsewhere catch up through their own sync). */
+#define CONS_NO_APPLY_WAIT 1u
+int cons_propose_ex(struct cons *c, void *buf, size_t len, unsigned flags, cons_done_cb *done,
+                    void *arg);
 
 /*
  * cons_forward_done(): the answer to a FORWARD call (any thread). STATUS 0: the leader

@@ -853,8 +853,9 @@ static void propose_delivery(struct delivery *d)
     cmd.op_case = TERN__COMMAND__OP_DELIVER;
     cmd.deliver = &del;
     cmd.account_hint = s->ntargets ? s->targets[0].rcpt : NULL;
-    if (command_propose(net_conn_node(s->c)->cons, net_conn_loopq(s->c), &cmd, delivered, d) !=
-        0)
+    /* the session reads nothing back: no need to wait for this node's own apply */
+    if (command_propose_ex(net_conn_node(s->c)->cons, net_conn_loopq(s->c), &cmd,
+                           CONS_NO_APPLY_WAIT, delivered, d) != 0)
         goto fail;
     free(qr);
     free(qrp);

@@ -141,7 +141,7 @@ static void test_defaults(void **state)
     assert_string_equal(config_str(cfg, "node", "hostname"), "localhost");
     assert_string_equal(config_str(cfg, "raft", "address"), "127.0.0.1:7001");
     assert_int_equal(config_uint(cfg, "raft", "election_timeout_ms"), 1000);
-    assert_int_equal(config_uint(cfg, "raft", "heartbeat_ms"), 100);
+    assert_int_equal(config_uint(cfg, "raft", "heartbeat_ms"), 50);
     assert_int_equal(config_uint(cfg, "raft", "snapshot_threshold"), 16384);
     assert_int_equal(config_uint(cfg, "raft", "snapshot_trailing"), 128);
     assert_string_equal(config_str(cfg, "log", "level"), "info");
@@ -164,7 +164,7 @@ static void test_empty_file(void **state)
 
     assert_int_equal(parse(cfg, "", err), 0);
     assert_int_equal(parse(cfg, "\n\n  \t\n# nothing\n; here\n", err), 0);
-    assert_int_equal(config_uint(cfg, "raft", "heartbeat_ms"), 100);
+    assert_int_equal(config_uint(cfg, "raft", "heartbeat_ms"), 50);
     assert_string_equal(config_str(cfg, "node", "hostname"), "localhost");
 }
 
@@ -774,7 +774,7 @@ static void test_file_limit(void **state)
     assert_int_equal(parse_exact(&cfg, text, len, err), -1);
     assert_string_equal(err, NAME ":16387: file too large (over 1048576 bytes)");
     /* Nothing was applied. */
-    assert_int_equal(config_uint(&cfg, "raft", "heartbeat_ms"), 100);
+    assert_int_equal(config_uint(&cfg, "raft", "heartbeat_ms"), 50);
     config_free(&cfg);
     free(text);
 }
@@ -854,7 +854,7 @@ static void test_print_defaults(void **state)
     assert_non_null(strstr(text, "\n[node]\n# this node's id in the cluster (> 0)\nid = 1\n"));
     assert_non_null(strstr(text, "\nadmin_socket = \"\"\n"));
     assert_non_null(strstr(text, "\n[raft]\n"));
-    assert_non_null(strstr(text, "\n# leader heartbeat interval\nheartbeat_ms = 100\n"));
+    assert_non_null(strstr(text, "\n# leader heartbeat interval (followers learn commits at the next one)\nheartbeat_ms = 50\n"));
     assert_non_null(strstr(text, "\nlevel = info\n"));
     assert_non_null(strstr(text, "\n[quota]\n"));
     assert_int_equal(text[len - 1], '\n');
