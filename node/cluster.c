@@ -1605,6 +1605,11 @@ static void batch_end(uv_work_t *w, int status)
     struct cluster *cl = rp->cl;
     (void) status;
     bool pass_done = rp->pass_done;
+    /* a deleted body's grace starts afresh if the same bytes are stored again later (an
+     * identical APPEND): an old candidate entry must not delete the new copy at once */
+    for (size_t i = 0; i < rp->n; i++)
+        if (rp->items[i].drop)
+            gc_forget(cl, rp->items[i].hash);
     free(rp);
     if (cl->stopping) {
         cl->repair_running = false;
