@@ -22,15 +22,7 @@
 #include "frame.h"
 #include "log.h"
 #include "passwd.h"
-
-/* Checks that hold with or without NDEBUG: a failure is a finding. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 /* What dispatch() does with a decoded request. */
 enum verdict {

@@ -19,19 +19,11 @@
 #include <string.h>
 
 #include "auth.h"
+#include "fuzz_check.h"
 
 /* Inputs up to this size get every prefix checked; longer ones a sample (the check is
  * quadratic). A hello is at most AUTH_HELLO_MAX bytes, so this covers every one. */
 #define FUZZ_ALL_PREFIXES_MAX 600
-
-/* Checks that hold with or without NDEBUG: a failure is a finding. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static uint8_t *copy_of(const uint8_t *data, size_t len)
 {

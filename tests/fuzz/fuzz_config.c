@@ -11,17 +11,9 @@
 #include <string.h>
 
 #include "config.h"
+#include "fuzz_check.h"
 
 #define FUZZ_NAME "fuzz.conf"
-
-/* Checks that hold with or without NDEBUG: a failure is a finding. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* print() returns config_print()'s output (free() it) and its length in *LEN. */
 static char *print(const struct config *cfg, size_t *len)

@@ -11,17 +11,10 @@
 #include <string.h>
 
 #include "haproxy_gen.h"
+#include "fuzz_check.h"
 
 #define FUZZ_MEMBERS_MAX 16
 #define FUZZ_LINE_MAX    2048
-
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -17,15 +17,7 @@
 
 #include "parser.h"
 #include "seqset.h"
-
-/* Checks that hold with or without NDEBUG: a failure is a finding. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 /* ---- A growable byte string ------------------------------------------------------------- */
 

@@ -14,15 +14,7 @@
 #include <string.h>
 
 #include "mime/mime.h"
-
-/* Checks that hold with or without NDEBUG: a failure is a finding. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 static void check_tree(const struct mime_msg *m)
 {

@@ -16,19 +16,11 @@
 #include <string.h>
 
 #include "proxy_proto.h"
+#include "fuzz_check.h"
 
 /* Inputs up to this size get every prefix checked; longer ones a sample (the check is
  * quadratic). */
 #define FUZZ_ALL_PREFIXES_MAX 600
-
-/* Checks that hold with or without NDEBUG: a failure is a finding. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* parse_copy() parses the first LEN bytes of DATA from a heap copy of exactly LEN bytes. */
 static long parse_copy(const uint8_t *data, size_t len, struct pp_info *out)
