@@ -113,7 +113,9 @@ static int add_binary(struct fetch *f, const struct imap_arg *a, bool peek, bool
                 return -1;
             }
     }
-    int n = snprintf(x->label, sizeof x->label, "%s[%s]", size ? "BINARY.SIZE" : "BINARY", x->spec);
+    char spec[sizeof x->spec]; /* a copy: GCC's -Wrestrict sees x->spec and x->label as one */
+    memcpy(spec, x->spec, sizeof spec);
+    int n = snprintf(x->label, sizeof x->label, "%s[%s]", size ? "BINARY.SIZE" : "BINARY", spec);
     if (a->flags & IMAP_ARG_FLAG_PARTIAL) {
         x->partial = true;
         x->off = a->partial_offset;
