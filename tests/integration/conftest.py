@@ -26,6 +26,12 @@ CONFIG_KEYS = REPO / "node" / "config_keys.def"
 
 READY_TIMEOUT = 15.0  # ternd start -> admin socket answers role=leader
 STOP_TIMEOUT = 10.0  # SIGTERM -> exit, before SIGKILL
+# A sanitizer build (make test SAN=1 builds into build-san/): nodes still running at the end
+# of a test are stopped with SIGTERM, not SIGKILL, so that LeakSanitizer runs at exit, and
+# every ternd log is searched for sanitizer reports, which fail the test.
+SANITIZED = os.environ.get("TERN_SAN") == "1" or BUILD.name.endswith("-san")
+SAN_REPORTS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer", b"runtime error:",
+               b"WARNING: ThreadSanitizer")
 CTL_TIMEOUT = 35.0  # ternctl gives up by itself after 30 s
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the NUL
 
@@ -297,14 +303,36 @@ class Cluster:
 
     def close(self, keep):
         for t in self.nodes:
-            if t.running():
+            if t.running() and SANITIZED:
+                t.signal(signal.SIGTERM)
+                if t.wait(STOP_TIMEOUT) is None:
+                    t.kill()
+            elif t.running():
                 t.kill()
+        reports = self.sanitizer_reports()
+        keep = keep or bool(reports)
         if keep:
             print(f"\nkept {self.workdir} (ternd logs: ternd*.log)")
             for t in self.nodes:
                 print(f"--- {t.log_path}\n{t.log_tail(20)}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if reports:
+            pytest.fail("sanitizer reports in ternd logs (kept in %s):\n%s"
+                        % (self.workdir, "\n".join(reports)))
+
+    def sanitizer_reports(self):
+        """The lines of every ternd log under the work dir that report a sanitizer error."""
+        found = []
+        for log in sorted(self.workdir.rglob("*.log")):
+            try:
+                data = log.read_bytes()
+            except OSError:
+                continue
+            for line in data.splitlines():
+                if any(p in line for p in SAN_REPORTS):
+                    found.append(f"{log.name}: {line.decode(errors='replace')}")
+        return found[:50]
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
