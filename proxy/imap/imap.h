@@ -52,7 +52,11 @@ struct imap_view {
 
 struct imap_sess {
     struct net_conn *c;
-    struct imap_cmd *synced; /* the command that waited for cluster_sync() and runs now */
+    struct imap_cmd *synced; /* the command that waited (cluster_sync, a body fetch) and runs now */
+    /* bodies a SEARCH/SORT/THREAD found missing on this node (imap_note_missing) */
+    uint8_t *missing;
+    size_t nmissing, capmissing;
+    bool collect_missing;
     struct imap_parser *parser;
     enum imap_state state;
     uint64_t account;
@@ -100,11 +104,19 @@ void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd); /* sort.c */
 char *imap_decode_cte(const char *p, size_t n, const char *enc, size_t encl, size_t *outl);
 /* imap_search_match(): the sequence numbers (ascending, malloc'd in *OUT) of the messages
  * that search keys A[0..N) match; -1 with *WHY (a BAD text) when the keys are invalid. */
-long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n,
-                       uint32_t **out, const char **why);
+long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n, uint32_t **out,
+                       const char **why);
 
 /* imap_done(): ends an asynchronous command: frees it, releases the connection. */
 void imap_done(struct imap_sess *s);
+/* imap_note_missing(): a body the running command needed is not on this node; remembered
+ * (up to IMAP_MISSING_MAX) while the command may still be run again. */
+#define IMAP_MISSING_MAX 10000
+void imap_note_missing(struct imap_sess *s, const uint8_t hash[32]);
+/* imap_prefetch(): when bodies were noted missing, takes CMD over: fetches them from the
+ * members that hold them and runs CMD again (answering nothing now). True when it did;
+ * the caller then frees its results and returns without answering. */
+bool imap_prefetch(struct imap_sess *s, struct imap_cmd *cmd);
 
 /* imap_date(): "dd-Mon-yyyy hh:mm:ss +0000" of unix time T (INTERNALDATE). */
 void imap_date(uint64_t t, char out[32]);

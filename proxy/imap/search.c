@@ -24,9 +24,29 @@
 #define SEARCH_DEPTH_MAX 32
 
 enum sk {
-    SK_ALL, SK_FLAG, SK_UNFLAG, SK_NEW, SK_OLD, SK_RECENT, SK_BEFORE, SK_ON, SK_SINCE,
-    SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE, SK_LARGER, SK_SMALLER, SK_UIDSET, SK_SEQSET,
-    SK_HEADER, SK_BODY, SK_TEXT, SK_NOT, SK_OR, SK_AND, SK_MODSEQ,
+    SK_ALL,
+    SK_FLAG,
+    SK_UNFLAG,
+    SK_NEW,
+    SK_OLD,
+    SK_RECENT,
+    SK_BEFORE,
+    SK_ON,
+    SK_SINCE,
+    SK_SENTBEFORE,
+    SK_SENTON,
+    SK_SENTSINCE,
+    SK_LARGER,
+    SK_SMALLER,
+    SK_UIDSET,
+    SK_SEQSET,
+    SK_HEADER,
+    SK_BODY,
+    SK_TEXT,
+    SK_NOT,
+    SK_OR,
+    SK_AND,
+    SK_MODSEQ,
 };
 
 struct skey {
@@ -35,7 +55,7 @@ struct skey {
     size_t len;
     const char *str2; /* header value */
     size_t len2;
-    uint64_t num;     /* size, date (unix day start), modseq */
+    uint64_t num; /* size, date (unix day start), modseq */
     struct imap_seqset set;
     bool has_set;
     struct skey **kids;
@@ -208,13 +228,14 @@ static struct skey *parse_key(const struct imap_arg *a, size_t n, size_t *i, int
     static const struct {
         const char *name;
         enum sk type;
-    } one_arg[] = {{"KEYWORD", SK_FLAG},    {"UNKEYWORD", SK_UNFLAG},  {"BEFORE", SK_BEFORE},
-                   {"ON", SK_ON},           {"SINCE", SK_SINCE},       {"SENTBEFORE", SK_SENTBEFORE},
-                   {"SENTON", SK_SENTON},   {"SENTSINCE", SK_SENTSINCE}, {"LARGER", SK_LARGER},
-                   {"SMALLER", SK_SMALLER}, {"UID", SK_UIDSET},        {"BODY", SK_BODY},
-                   {"TEXT", SK_TEXT},       {"FROM", SK_HEADER},       {"TO", SK_HEADER},
-                   {"CC", SK_HEADER},       {"BCC", SK_HEADER},        {"SUBJECT", SK_HEADER},
-                   {"HEADER", SK_HEADER},   {"MODSEQ", SK_MODSEQ}};
+    } one_arg[] = {
+        {"KEYWORD", SK_FLAG},    {"UNKEYWORD", SK_UNFLAG},    {"BEFORE", SK_BEFORE},
+        {"ON", SK_ON},           {"SINCE", SK_SINCE},         {"SENTBEFORE", SK_SENTBEFORE},
+        {"SENTON", SK_SENTON},   {"SENTSINCE", SK_SENTSINCE}, {"LARGER", SK_LARGER},
+        {"SMALLER", SK_SMALLER}, {"UID", SK_UIDSET},          {"BODY", SK_BODY},
+        {"TEXT", SK_TEXT},       {"FROM", SK_HEADER},         {"TO", SK_HEADER},
+        {"CC", SK_HEADER},       {"BCC", SK_HEADER},          {"SUBJECT", SK_HEADER},
+        {"HEADER", SK_HEADER},   {"MODSEQ", SK_MODSEQ}};
     for (size_t j = 0; j < sizeof one_arg / sizeof one_arg[0]; j++) {
         if (!imap_arg_atom_equals(x, one_arg[j].name))
             continue;
@@ -262,8 +283,7 @@ static struct skey *parse_key(const struct imap_arg *a, size_t n, size_t *i, int
             return k;
         case SK_HEADER:
             if (imap_arg_atom_equals(x, "HEADER")) {
-                if ((s1 = astr(y, &l1)) == NULL || *i >= n ||
-                    (s2 = astr(&a[(*i)++], &l2)) == NULL)
+                if ((s1 = astr(y, &l1)) == NULL || *i >= n || (s2 = astr(&a[(*i)++], &l2)) == NULL)
                     goto bad;
                 k->str = s1;
                 k->len = l1;
@@ -328,9 +348,14 @@ static bool load_body(struct cand *c)
 {
     if (!c->body_tried) {
         c->body_tried = true;
-        if (c->m->body_hash.len == BODY_HASH_LEN &&
-            body_get(net_conn_node(c->s->c)->db, c->m->body_hash.data, &c->body, &c->blen) != 1)
+        int rv =
+            c->m->body_hash.len == BODY_HASH_LEN
+                ? body_get(net_conn_node(c->s->c)->db, c->m->body_hash.data, &c->body, &c->blen)
+                : -1;
+        if (rv != 1)
             c->body = NULL;
+        if (rv == 0) /* on another node only: the command may fetch it and run again */
+            imap_note_missing(c->s, c->m->body_hash.data);
     }
     return c->body != NULL;
 }
@@ -464,7 +489,8 @@ static size_t rfc2047_decode(const char *in, size_t n, char *out, size_t cap)
                         for (const char *t = text; d && t < end; t++) {
                             if (*t == '_')
                                 d[dl++] = ' ';
-                            else if (*t == '=' && t + 2 < end && hexv(t[1]) >= 0 && hexv(t[2]) >= 0) {
+                            else if (*t == '=' && t + 2 < end && hexv(t[1]) >= 0 &&
+                                     hexv(t[2]) >= 0) {
                                 d[dl++] = (char) (hexv(t[1]) * 16 + hexv(t[2]));
                                 t += 2;
                             } else
@@ -528,7 +554,8 @@ static bool env_match(struct cand *c, const char *name, size_t nl, const char *n
             dec[o++] = ' ';
             memcpy(dec + o, c->mm.strs + a->mailbox.off, a->mailbox.len);
             o += a->mailbox.len;
-            if (a->host.off != MIME_NIL_OFF && a->host.len < 256 && o + a->host.len + 1 < sizeof dec) {
+            if (a->host.off != MIME_NIL_OFF && a->host.len < 256 &&
+                o + a->host.len + 1 < sizeof dec) {
                 dec[o++] = '@';
                 memcpy(dec + o, c->mm.strs + a->host.off, a->host.len);
                 o += a->host.len;
@@ -541,8 +568,7 @@ static bool env_match(struct cand *c, const char *name, size_t nl, const char *n
 }
 
 /* header_match(): a field NAME of the top header whose value contains NEEDLE. */
-static bool header_match(struct cand *c, const char *name, size_t nl, const char *needle,
-                         size_t nn)
+static bool header_match(struct cand *c, const char *name, size_t nl, const char *needle, size_t nn)
 {
     bool decided;
     bool hit = env_match(c, name, nl, needle, nn, &decided);
@@ -640,8 +666,9 @@ static bool eval(const struct skey *k, struct cand *c)
         uint64_t d = sent_day(c);
         if (d == 0)
             d = day; /* no Date header: the internal date, as Dovecot */
-        return k->type == SK_SENTBEFORE ? d < k->num : k->type == SK_SENTON ? d == k->num
-                                                                             : d >= k->num;
+        return k->type == SK_SENTBEFORE ? d < k->num
+               : k->type == SK_SENTON   ? d == k->num
+                                        : d >= k->num;
     }
     case SK_LARGER:
         return m->size > k->num;
@@ -722,8 +749,8 @@ static int search_scan(struct imap_sess *s, const struct skey *root, struct scan
         return -1;
     if (v->n == 0)
         return 0;
-    if (model_messages(net_conn_node(s->c)->db, v->id, v->uids[0], v->uids[v->n - 1], scan_one,
-                       x) < 0) {
+    if (model_messages(net_conn_node(s->c)->db, v->id, v->uids[0], v->uids[v->n - 1], scan_one, x) <
+        0) {
         free(x->hits);
         x->hits = NULL;
         return -1;
@@ -731,8 +758,8 @@ static int search_scan(struct imap_sess *s, const struct skey *root, struct scan
     return 0;
 }
 
-long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n,
-                       uint32_t **out, const char **why)
+long imap_search_match(struct imap_sess *s, const struct imap_arg *a, size_t n, uint32_t **out,
+                       const char **why)
 {
     size_t i = 0;
     struct skey *root = new_key(SK_AND);
@@ -818,6 +845,10 @@ void imap_cmd_search(struct imap_sess *s, struct imap_cmd *cmd)
     skey_free(root);
     if (hits == NULL) {
         imap_tagged(s, cmd->tag, "NO", "[UNAVAILABLE] Out of memory");
+        return;
+    }
+    if (imap_prefetch(s, cmd)) { /* bodies on other nodes: fetched, then searched again */
+        free(hits);
         return;
     }
     if (esearch) {

@@ -2214,6 +2214,38 @@ static void synced(void *arg, int status)
     net_conn_release(s->c); /* the hold from begin_async(); last: may free the session */
 }
 
+void imap_note_missing(struct imap_sess *s, const uint8_t hash[32])
+{
+    if (!s->collect_missing || s->nmissing >= IMAP_MISSING_MAX)
+        return;
+    for (size_t i = 0; i < s->nmissing; i++)
+        if (memcmp(s->missing + 32 * i, hash, 32) == 0)
+            return;
+    if (s->nmissing == s->capmissing) {
+        size_t cap = s->capmissing ? 2 * s->capmissing : 16;
+        uint8_t *m = realloc(s->missing, 32 * cap);
+        if (m == NULL)
+            return;
+        s->missing = m;
+        s->capmissing = cap;
+    }
+    memcpy(s->missing + 32 * s->nmissing++, hash, 32);
+}
+
+bool imap_prefetch(struct imap_sess *s, struct imap_cmd *cmd)
+{
+    struct cluster *cl = net_conn_node(s->c)->cluster;
+    size_t n = s->nmissing;
+    s->nmissing = 0;
+    s->collect_missing = false;
+    if (n == 0 || cl == NULL || s->synced == cmd)
+        return false;
+    if (cluster_body_fetch(cl, s->missing, n, net_conn_loopq(s->c), synced, s) != 0)
+        return false;
+    begin_async(s, cmd); /* synced() runs it again once the bodies are here */
+    return true;
+}
+
 /* run(): executes CMD, which it owns. */
 static void run(struct imap_sess *s, struct imap_cmd *cmd)
 {
@@ -2231,6 +2263,8 @@ static void run(struct imap_sess *s, struct imap_cmd *cmd)
             return;
         }
         struct cluster *cl = net_conn_node(s->c)->cluster;
+        s->nmissing = 0; /* a run again after a fetch answers with what it has */
+        s->collect_missing = cl && s->synced != cmd;
         if ((c->flags & F_SYNC) && cl && s->synced != cmd &&
             cluster_sync(cl, net_conn_loopq(s->c), synced, s) == 0) {
             begin_async(s, cmd); /* a write acknowledged on another node must be seen here */
@@ -2374,6 +2408,7 @@ static void session_close(void *arg)
     imap_cmd_free(s->cur);
     imap_parser_free(s->parser);
     view_free(s->v);
+    free(s->missing);
     free(s);
 }
 

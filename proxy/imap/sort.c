@@ -226,15 +226,33 @@ static int cmp_items(const void *pa, const void *pb, void *ctx)
     for (size_t i = 0; i < cr->n; i++) {
         int c = 0;
         switch (cr->v[i].key) {
-        case K_ARRIVAL: c = cmp_u64(a->arrival, b->arrival); break;
-        case K_DATE: c = cmp_u64(a->date, b->date); break;
-        case K_SIZE: c = cmp_u64(a->size, b->size); break;
-        case K_FROM: c = strcmp(a->from, b->from); break;
-        case K_TO: c = strcmp(a->to, b->to); break;
-        case K_CC: c = strcmp(a->cc, b->cc); break;
-        case K_SUBJECT: c = strcmp(a->subject, b->subject); break;
-        case K_DISPFROM: c = strcmp(a->dfrom, b->dfrom); break;
-        case K_DISPTO: c = strcmp(a->dto, b->dto); break;
+        case K_ARRIVAL:
+            c = cmp_u64(a->arrival, b->arrival);
+            break;
+        case K_DATE:
+            c = cmp_u64(a->date, b->date);
+            break;
+        case K_SIZE:
+            c = cmp_u64(a->size, b->size);
+            break;
+        case K_FROM:
+            c = strcmp(a->from, b->from);
+            break;
+        case K_TO:
+            c = strcmp(a->to, b->to);
+            break;
+        case K_CC:
+            c = strcmp(a->cc, b->cc);
+            break;
+        case K_SUBJECT:
+            c = strcmp(a->subject, b->subject);
+            break;
+        case K_DISPFROM:
+            c = strcmp(a->dfrom, b->dfrom);
+            break;
+        case K_DISPTO:
+            c = strcmp(a->dto, b->dto);
+            break;
         }
         if (c)
             return cr->v[i].reverse ? -c : c;
@@ -259,8 +277,7 @@ static bool charset_ok(struct imap_sess *s, struct imap_cmd *cmd, const struct i
 }
 
 /* select_items(): the matching messages with their sort data; -1 after an answer. */
-static long select_items(struct imap_sess *s, struct imap_cmd *cmd, size_t first,
-                         struct item **out)
+static long select_items(struct imap_sess *s, struct imap_cmd *cmd, size_t first, struct item **out)
 {
     const char *why = NULL;
     uint32_t *hits = NULL;
@@ -292,9 +309,11 @@ void imap_cmd_sort(struct imap_sess *s, struct imap_cmd *cmd)
     static const struct {
         const char *name;
         enum sortkey key;
-    } names[] = {{"ARRIVAL", K_ARRIVAL}, {"CC", K_CC},     {"DATE", K_DATE},
-                 {"FROM", K_FROM},       {"SIZE", K_SIZE}, {"SUBJECT", K_SUBJECT},
-                 {"TO", K_TO},           {"DISPLAYFROM", K_DISPFROM}, {"DISPLAYTO", K_DISPTO}};
+    } names[] = {{"ARRIVAL", K_ARRIVAL}, {"CC", K_CC},
+                 {"DATE", K_DATE},       {"FROM", K_FROM},
+                 {"SIZE", K_SIZE},       {"SUBJECT", K_SUBJECT},
+                 {"TO", K_TO},           {"DISPLAYFROM", K_DISPFROM},
+                 {"DISPLAYTO", K_DISPTO}};
     struct crits cr = {0};
     struct crit *crit = cr.v;
     size_t nc = 0;
@@ -306,7 +325,8 @@ void imap_cmd_sort(struct imap_sess *s, struct imap_cmd *cmd)
             continue;
         }
         size_t j = 0;
-        while (j < sizeof names / sizeof names[0] && !imap_arg_atom_equals(&l->list[i], names[j].name))
+        while (j < sizeof names / sizeof names[0] &&
+               !imap_arg_atom_equals(&l->list[i], names[j].name))
             j++;
         if (j == sizeof names / sizeof names[0] || nc == SORT_KEYS_MAX) {
             imap_tagged(s, cmd->tag, "BAD", "Unknown sort criterion");
@@ -325,6 +345,10 @@ void imap_cmd_sort(struct imap_sess *s, struct imap_cmd *cmd)
     long n = select_items(s, cmd, 2, &v);
     if (n < 0)
         return;
+    if (imap_prefetch(s, cmd)) { /* the search needed bodies held elsewhere */
+        free(v);
+        return;
+    }
     cr.n = nc;
     qsort_r(v, (size_t) n, sizeof *v, cmp_items, &cr); /* workers sort concurrently */
     net_conn_write(s->c, "* SORT", 6);
@@ -365,6 +389,10 @@ void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd)
     long n = select_items(s, cmd, 2, &v);
     if (n < 0)
         return;
+    if (imap_prefetch(s, cmd)) { /* the search needed bodies held elsewhere */
+        free(v);
+        return;
+    }
     if (refs) {
         thread_references(s, cmd, v, n);
         free(v);
@@ -426,9 +454,9 @@ void imap_cmd_thread(struct imap_sess *s, struct imap_cmd *cmd)
 
 struct tnode {
     char *id;
-    long item;          /* index into the items, or -1 for an empty container */
+    long item; /* index into the items, or -1 for an empty container */
     struct tnode *parent, *child, *next;
-    uint64_t date;      /* of its message, or of its first child once pruned */
+    uint64_t date; /* of its message, or of its first child once pruned */
 };
 
 struct ttable {
@@ -730,8 +758,7 @@ static void thread_references(struct imap_sess *s, struct imap_cmd *cmd, struct 
         for (size_t j = 0; j < i; j++) {
             struct tnode *r = roots[j];
             const struct tnode *rm = r ? (r->item >= 0 ? r : r->child) : NULL;
-            if (rm == NULL || rm->item < 0 ||
-                strcmp(v[rm->item].subject, v[am->item].subject) != 0)
+            if (rm == NULL || rm->item < 0 || strcmp(v[rm->item].subject, v[am->item].subject) != 0)
                 continue;
             if (r->item < 0 && a->item >= 0) { /* into the existing dummy */
                 a->next = r->child, r->child = a, a->parent = r;

@@ -16,6 +16,7 @@ import struct
 import time
 
 from conftest import (
+    TernCluster,
     RawIMAP,
     RawPOP3,
     cluster_members,
@@ -312,6 +313,53 @@ def test_bodies_on_every_node(tern3):
         if stored is None:
             stored = retr
         assert retr == stored, f"node {t.node_id} serves other bytes"
+
+
+def test_reads_fetch_bodies_held_elsewhere(cluster):
+    """With cluster.replicas=1 each body lives on one node only: FETCH, SEARCH BODY, SORT
+    and POP3 RETR on any node still see every body (fetched from its owner)."""
+    tc = TernCluster(cluster, sets=["--set", "cluster.replicas=1"]).form(3)
+    nodes = tc.nodes
+    (user,) = setup_users(nodes[0], "one.test", "ann")
+    sent = []
+    for i in range(9):
+        m = msg(i, extra=b"needle-%d-%s\r\n" % (i, b"x" * (i * 500)))
+        smtp_deliver(nodes[i % 3], user, m)
+        sent.append(m)
+    last = {}
+
+    def placed():  # one copy of each: the receivers dropped the copies they do not own
+        head, st = cluster_status(nodes[0])
+        last["st"] = st
+        b = [int(st[t.node_id]["bodies"]) for t in nodes]
+        return sum(b) == len(sent) and st
+
+    assert wait_until(placed, BODY_WAIT, 0.2), f"not one copy per body: {last.get('st')}"
+    # each node owns some bodies and lacks the others; a copy fetched for a read is a cache
+    # that the next repair pass drops, so every phase starts from one copy per body again
+    for t in nodes:  # SEARCH BODY and SORT fetch what they need, then search again
+        with imap_on(t, user) as r:
+            r.ok("EXAMINE INBOX")
+            for i in range(len(sent)):
+                hits = r.ok(f"SEARCH BODY needle-{i}-")
+                assert any(l.strip() == f"* SEARCH {i + 1}".encode() for l in hits), (t.node_id,
+                                                                                       i, hits)
+            assert any(l.startswith(b"* SORT ") for l in r.ok("SORT (SIZE) UTF-8 TEXT needle"))
+    assert wait_until(placed, BODY_WAIT, 0.2), f"fetched copies not dropped: {last.get('st')}"
+    for t in nodes:  # FETCH BODY[] waits for each missing body, then goes on
+        with imap_on(t, user) as r:
+            r.ok("EXAMINE INBOX")
+            got = fetch_all(r)
+            assert [split_trace(got[u]["BODY[]"])[1] for u in sorted(got)] == sent, t.node_id
+    assert wait_until(placed, BODY_WAIT, 0.2), f"fetched copies not dropped: {last.get('st')}"
+    for t in nodes:  # POP3 RETR too
+        with RawPOP3(t.pop3_ports["pop3"]) as p:
+            p.login(user, PW)
+            for n in range(1, len(sent) + 1):
+                _, body = p.multi(f"RETR {n}")
+                raw = b"".join((l[1:] if l.startswith(b".") else l) + b"\r\n" for l in body)
+                assert split_trace(raw)[1] == sent[n - 1], (t.node_id, n)
+            p.ok("QUIT")
 
 
 # ---------------------------------------------------------------------------------------
