@@ -480,6 +480,14 @@ static void member_written(void *arg, int status, const Tern__Result *res)
         change_op_end(o, rv, cons_strerror(rv));
 }
 
+static void handed_over(void *arg, int status)
+{
+    struct change_op *o = arg;
+    change_op_end(o, status == 0 ? CONS_ENOTLEADER : status,
+                  status == 0 ? "leadership handed over: ask the new leader"
+                              : cons_strerror(status));
+}
+
 /* change_start_local(): on the leader. JOIN: MemberRec (borrowed). */
 static void change_start_local(struct cluster *cl, enum cons_change_op op, uint64_t id,
                                const Tern__MemberRec *join, change_done_fn *done, void *arg)
@@ -512,6 +520,15 @@ static void change_start_local(struct cluster *cl, enum cons_change_op op, uint6
                  o->member->zone ? o->member->zone : "");
         if (propose(cl, &cmd, member_written, o) != 0)
             change_op_end(o, CONS_ENOMEM, "cannot propose");
+        return;
+    }
+    if (op == CONS_REMOVE && id == cl->cfg.id) {
+        /* a leader removed from the configuration steps down only once that commits, and
+         * cannot then write the MemberRemove: hand leadership over first; the asker
+         * (remote_sent) is told "not the leader" and asks the new one */
+        int rv = cons_change(atomic_load(&cl->cons), CONS_TRANSFER, 0, NULL, handed_over, o);
+        if (rv != 0)
+            change_op_end(o, rv, cons_strerror(rv));
         return;
     }
     int rv = cons_change(atomic_load(&cl->cons), op, id, NULL, changed, o);
@@ -875,7 +892,8 @@ static int remote_or_local(struct cluster *cl, enum cons_change_op op, uint64_t 
     struct admin_op *o = op_new(cl, q, done, arg);
     if (o == NULL)
         return -1;
-    if (is_leader(cl)) {
+    bool self_removal = op == CONS_REMOVE && id == cl->cfg.id;
+    if (is_leader(cl) && !self_removal) {
         change_start_local(cl, op, id, NULL, local_change_done, o);
         return 0;
     }
@@ -883,7 +901,11 @@ static int remote_or_local(struct cluster *cl, enum cons_change_op op, uint64_t 
     cons_status(atomic_load(&cl->cons), &s);
     struct member_view v;
     load_members(cl, &v);
-    const char *addr = s.leader_id ? member_rpc(&v, s.leader_id) : NULL;
+    /* removing the leader itself goes through RPC to itself: it hands leadership over,
+     * answers "not the leader", and remote_sent() asks the new leader */
+    const char *addr = s.leader_id == cl->cfg.id ? cl->rpc_address
+                       : s.leader_id             ? member_rpc(&v, s.leader_id)
+                                                 : NULL;
     if (addr == NULL) {
         op_end(o, 2, "no leader known");
         return 0;

@@ -548,3 +548,26 @@ def test_transfer_and_remove(tern3):
             got = fetch_all(r, "UID BODY.PEEK[]")
             assert len(got) == 2, (t.node_id, got)
     tern3.wait_converged(nodes=rest)
+
+
+def test_remove_the_leader(tern3):
+    """Removing the leader (asked through the leader itself) hands leadership over first,
+    then the new leader removes it and its member record: two nodes remain and serve."""
+    nodes = tern3.nodes
+    lead = tern3.leader()
+    r = lead.ctl("cluster", "remove", lead.node_id)
+    assert r.rc == 0 and r.out.strip() == "ok", r
+    rest = [t for t in nodes if t is not lead]
+    assert wait_until(lambda: all(sorted(cluster_members(t)) ==
+                                  sorted(t2.node_id for t2 in rest) for t in rest), 10), \
+        [cluster_members(t) for t in rest]
+    lead.kill()  # removed: it knows no leader any more, so it would not agree
+    new = tern3.leader()
+    assert new is not lead and new in rest
+    (user,) = setup_users(rest[0], "lead-gone.test", "liz")
+    for i, t in enumerate(rest):
+        smtp_deliver(t, user, msg(i))
+    for t in rest:
+        with imap_on(t, user) as c:
+            c.ok("SELECT INBOX")
+            assert len(fetch_all(c, "UID")) == 2, t.node_id
