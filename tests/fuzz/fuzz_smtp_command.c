@@ -35,12 +35,10 @@ static void check_addr(const struct addr *a)
         FUZZ_CHECK(!(a->full[i] >= 'A' && a->full[i] <= 'Z'));
 }
 
-/* put(): appends a formatted string to BUF[*N..SIZE). */
-static void put(char *buf, size_t size, size_t *n, const char *fmt, const char *s)
-    __attribute__((format(printf, 4, 0)));
-static void put(char *buf, size_t size, size_t *n, const char *fmt, const char *s)
+/* put(): appends PRE, S and POST to BUF[*N..SIZE) (no format strings from variables). */
+static void put(char *buf, size_t size, size_t *n, const char *pre, const char *s, const char *post)
 {
-    int k = snprintf(buf + *n, size - *n, fmt, s);
+    int k = snprintf(buf + *n, size - *n, "%s%s%s", pre, s, post);
 
     FUZZ_CHECK(k >= 0 && (size_t) k < size - *n);
     *n += (size_t) k;
@@ -78,23 +76,23 @@ static void mail(const char *arg, size_t len)
     FUZZ_CHECK(strlen(m.envid) <= SMTP_ENVID_MAX && strlen(m.auth) <= SMTP_AUTHPARAM_MAX);
 
     /* Write it back and parse again: the same result. */
-    put(buf, sizeof buf, &n, "<%s>", m.addr.full);
+    put(buf, sizeof buf, &n, "<", m.addr.full, ">");
     if (m.params & SMTP_P_SIZE) {
         snprintf(num, sizeof num, "%" PRIu64, m.size);
-        put(buf, sizeof buf, &n, " SIZE=%s", num);
+        put(buf, sizeof buf, &n, " SIZE=", num, "");
     }
     if (m.params & SMTP_P_BODY)
-        put(buf, sizeof buf, &n, " BODY=%s", body[m.body]);
+        put(buf, sizeof buf, &n, " BODY=", body[m.body], "");
     if (m.params & SMTP_P_SMTPUTF8)
-        put(buf, sizeof buf, &n, "%s", " SMTPUTF8");
+        put(buf, sizeof buf, &n, "", " SMTPUTF8", "");
     if (m.params & SMTP_P_RET)
-        put(buf, sizeof buf, &n, " RET=%s", ret[m.ret]);
+        put(buf, sizeof buf, &n, " RET=", ret[m.ret], "");
     if (m.params & SMTP_P_ENVID)
-        put(buf, sizeof buf, &n, " ENVID=%s", m.envid);
+        put(buf, sizeof buf, &n, " ENVID=", m.envid, "");
     if (m.params & SMTP_P_AUTH) {
         FUZZ_CHECK(smtp_xtext_encode((const uint8_t *) m.auth, strlen(m.auth), enc, sizeof enc,
                                      NULL) == 0);
-        put(buf, sizeof buf, &n, " AUTH=%s", enc);
+        put(buf, sizeof buf, &n, " AUTH=", enc, "");
     }
     rc = smtp_parse_mail(buf, n, &again, &why);
     if (rc != 0) {
@@ -138,7 +136,7 @@ static void rcpt(const char *arg, size_t len)
     if (u.params & SMTP_P_ORCPT)
         FUZZ_CHECK(u.orcpt_type_len > 0 && u.orcpt[u.orcpt_type_len] == ';');
 
-    put(buf, sizeof buf, &n, "<%s>", u.addr.full);
+    put(buf, sizeof buf, &n, "<", u.addr.full, ">");
     if (u.params & SMTP_P_NOTIFY) {
         char list[64];
 
@@ -147,10 +145,10 @@ static void rcpt(const char *arg, size_t len)
                  u.notify & SMTP_NOTIFY_FAILURE ? "FAILURE," : "",
                  u.notify & SMTP_NOTIFY_DELAY ? "DELAY," : "");
         list[strlen(list) - 1] = '\0'; /* the last comma */
-        put(buf, sizeof buf, &n, " NOTIFY=%s", list);
+        put(buf, sizeof buf, &n, " NOTIFY=", list, "");
     }
     if (u.params & SMTP_P_ORCPT)
-        put(buf, sizeof buf, &n, " ORCPT=%s", u.orcpt);
+        put(buf, sizeof buf, &n, " ORCPT=", u.orcpt, "");
     rc = smtp_parse_rcpt(buf, n, true, &again, &why);
     if (rc != 0) {
         fprintf(stderr, "re-parse of \"%.*s\": %s\n", (int) n, buf, why);
