@@ -1531,6 +1531,7 @@ struct repair {
     struct member_view view;
     struct repair_item items[REPAIR_BATCH];
     size_t n;
+    uint64_t scan_ms; /* when this batch's reference counts were read (body_clock_ms) */
     bool pass_done;
     /* asking owners */
     size_t asks;
@@ -1547,6 +1548,7 @@ static void scan_work(uv_work_t *w)
 {
     struct repair *rp = w->data;
     struct cluster *cl = rp->cl;
+    rp->scan_ms = body_clock_ms(); /* before any reference count is read */
     uint8_t lo[33];
     size_t lolen = 1;
     lo[0] = 'b';
@@ -1613,12 +1615,28 @@ static void gc_forget(struct cluster *cl, const uint8_t hash[32])
         }
 }
 
+/* A delivery stores its body, then replicates and proposes: its commit can come long
+ * after the store (retries through a failover). An unreferenced body is kept if it was
+ * stored within this long (at most gc_grace_ms) before the scan that found it so, since
+ * the same bytes may be on their way to a reference (an identical APPEND). */
+#define GC_STORE_MARGIN_MS 120000
+
 static void delete_work(uv_work_t *w)
 {
     struct repair *rp = w->data;
-    for (size_t i = 0; i < rp->n; i++)
-        if (rp->items[i].drop && body_delete(rp->cl->db, rp->items[i].hash) == 0)
+    uint64_t margin =
+        rp->cl->cfg.gc_grace_ms < GC_STORE_MARGIN_MS ? rp->cl->cfg.gc_grace_ms : GC_STORE_MARGIN_MS;
+    uint64_t since = rp->scan_ms > margin ? rp->scan_ms - margin : 0;
+    for (size_t i = 0; i < rp->n; i++) {
+        const struct repair_item *x = &rp->items[i];
+        if (!x->drop)
+            continue;
+        /* referenced: a copy this node does not own, every owner has one */
+        int rv = x->refs > 0 ? (body_delete(rp->cl->db, x->hash) == 0 ? 1 : -1)
+                             : body_delete_if_idle(rp->cl->db, x->hash, since);
+        if (rv == 1)
             atomic_fetch_add(&rp->cl->bodies_deleted, 1);
+    }
 }
 
 static void batch_end(uv_work_t *w, int status)

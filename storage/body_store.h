@@ -32,6 +32,15 @@ int body_get(struct db *db, const uint8_t hash[BODY_HASH_LEN], char **data, size
 int body_has(struct db *db, const uint8_t hash[BODY_HASH_LEN]);
 /* body_delete(): 0 (also when absent) or -1. fsync'd. */
 int body_delete(struct db *db, const uint8_t hash[BODY_HASH_LEN]);
+/*
+ * body_delete_if_idle(): deletes HASH unless a store of it (body_put, body_writer_finish)
+ * began at or after SINCE_MS (body_clock_ms()), or the record of recent stores (the last
+ * 262,144) does not reach back that far. 1 deleted (or absent), 0 kept, -1 error. For the
+ * GC: it decided from a reference count read at SINCE_MS, and a delivery of the same bytes
+ * may have stored them since, its commit still to come.
+ */
+int body_delete_if_idle(struct db *db, const uint8_t hash[BODY_HASH_LEN], uint64_t since_ms);
+uint64_t body_clock_ms(void); /* CLOCK_MONOTONIC, ms */
 
 /*
  * Streaming writer. body_writer_new() caps the body at MAX bytes; an append past the cap

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "body_store.h"
 #include "keys.h"
@@ -159,6 +160,34 @@ static void test_has_delete(void **state)
     /* Deleting again (absent) is fine. */
     assert_int_equal(body_delete(f->db, hash), 0);
     assert_int_equal(count_bodies(f->db), 0);
+}
+
+/* The GC's delete keeps a body stored at or after the time its decision was based on
+ * (an identical delivery on its way to a reference), and deletes it otherwise. */
+static void test_delete_if_idle(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t hash[BODY_HASH_LEN], other[BODY_HASH_LEN];
+    struct timespec pause = {0, 3 * 1000 * 1000};
+
+    uint64_t before = body_clock_ms();
+    assert_int_equal(body_put(f->db, "idle body\r\n", 11, hash), 0);
+    assert_int_equal(body_delete_if_idle(f->db, hash, before), 0); /* stored since: kept */
+    assert_int_equal(body_has(f->db, hash), 1);
+    nanosleep(&pause, NULL);
+    uint64_t after = body_clock_ms();
+    assert_true(after > before);
+    /* a store of other bytes since does not keep this one */
+    assert_int_equal(body_put(f->db, "other body\r\n", 12, other), 0);
+    nanosleep(&pause, NULL);
+    assert_int_equal(body_delete_if_idle(f->db, hash, after), 1);
+    assert_int_equal(body_has(f->db, hash), 0);
+    /* the same bytes stored again after the decision: kept again */
+    assert_int_equal(body_put(f->db, "idle body\r\n", 11, hash), 0);
+    assert_int_equal(body_delete_if_idle(f->db, hash, after), 0);
+    assert_int_equal(body_has(f->db, hash), 1);
+    assert_int_equal(body_delete_if_idle(f->db, other, after), 0);
+    assert_int_equal(body_has(f->db, other), 1);
 }
 
 static void test_same_body_one_key(void **state)
@@ -427,6 +456,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_has_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_body_one_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_if_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_byte_by_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_empty, setup, teardown),
