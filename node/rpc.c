@@ -31,6 +31,7 @@
 
 #define RPC_TICK_MS           100
 #define RPC_RBUF_MIN          (64 * 1024)
+#define RPC_HANDSHAKES_MAX    64    /* unauthenticated connections heard at once */
 #define RPC_REFUSED_LOGS      5     /* refused handshakes logged ... */
 #define RPC_REFUSED_WINDOW_MS 10000 /* ... per this long */
 
@@ -87,6 +88,7 @@ struct rpc {
     struct loopq q;
     struct conn *conns;
     struct handshake *handshakes;
+    unsigned n_handshakes; /* in flight; strangers beyond RPC_HANDSHAKES_MAX are closed */
     uint64_t refused_window_ms;
     unsigned refused_logged;
     _Atomic uint64_t next_id;
@@ -523,6 +525,7 @@ void rpc_reply_status(struct rpc_call *call, int status, const char *error)
 static void hs_unlink(struct handshake *h)
 {
     struct rpc *r = h->r;
+    r->n_handshakes--;
     if (h->prev)
         h->prev->next = h->next;
     else
@@ -584,8 +587,8 @@ static void on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *) tcp, (uv_close_cb) raft_free);
         return;
     }
-    struct handshake *h = calloc(1, sizeof *h);
-    if (h == NULL) {
+    struct handshake *h = r->n_handshakes < RPC_HANDSHAKES_MAX ? calloc(1, sizeof *h) : NULL;
+    if (h == NULL) { /* a flood of silent strangers must not starve members */
         uv_close((uv_handle_t *) tcp, (uv_close_cb) raft_free);
         return;
     }
@@ -604,6 +607,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (r->handshakes)
         r->handshakes->prev = h;
     r->handshakes = h;
+    r->n_handshakes++;
     if (auth_accept(tcp, r->cfg.key, "rpc", RPC_HANDSHAKE_MS, on_accepted, h, &h->auth) != 0) {
         hs_unlink(h);
         free(h);
