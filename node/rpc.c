@@ -38,6 +38,7 @@
 enum conn_state { C_CONNECTING, C_READY, C_DOWN, C_CLOSED };
 
 struct out_req {
+    struct rpc *r;
     uint64_t id;
     uint8_t *frame; /* header + packed request (malloc) */
     size_t len;
@@ -429,9 +430,7 @@ static struct conn *out_conn(struct rpc *r, const char *address)
 static void send_on_loop(void *arg)
 {
     struct out_req *q = arg;
-    struct rpc *r = NULL;
-    /* the rpc is found through the request's done context: see rpc_send */
-    memcpy(&r, q->frame + q->len, sizeof r);
+    struct rpc *r = q->r;
     if (r->closing || atomic_load(&r->stopped))
         return req_finish(q, RPC_ESHUTDOWN, NULL);
     struct conn *k = out_conn(r, q->address);
@@ -465,8 +464,8 @@ int rpc_send(struct rpc *r, const char *address, Tern__RpcRequest *req, unsigned
     req->id = atomic_fetch_add(&r->next_id, 1) + 1;
     q->id = req->id;
     size_t n = tern__rpc_request__get_packed_size(req);
-    /* the frame, then (not sent) the rpc pointer for send_on_loop */
-    q->frame = malloc(FRAME_HDR + n + sizeof r);
+    q->r = r;
+    q->frame = malloc(FRAME_HDR + n);
     if (q->frame == NULL) {
         free(q);
         return -1;
@@ -474,7 +473,6 @@ int rpc_send(struct rpc *r, const char *address, Tern__RpcRequest *req, unsigned
     frame_header(q->frame, (uint32_t) n);
     tern__rpc_request__pack(req, q->frame + FRAME_HDR);
     q->len = FRAME_HDR + n;
-    memcpy(q->frame + q->len, &r, sizeof r);
     q->deadline_ms = now_ms() + timeout_ms;
     q->done = done;
     q->arg = arg;
