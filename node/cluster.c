@@ -1904,7 +1904,9 @@ static void start_timers(void *arg)
     uv_timer_init(rpc_loop(cl->rpc), &cl->member_timer);
     cl->repair_timer.data = cl->member_timer.data = cl;
     uv_timer_start(&cl->member_timer, member_check, 200, MEMBER_CHECK_MS);
-    repair_schedule(cl, cl->cfg.repair_interval_ms);
+    /* the first pass soon: a restarted node repairs what it missed while down, and its
+     * status shows real body counts, without waiting a whole interval */
+    repair_schedule(cl, cl->cfg.repair_interval_ms < 2000 ? cl->cfg.repair_interval_ms : 2000);
 }
 
 static void stop_timers(void *arg)
