@@ -652,22 +652,66 @@ static void h_body(struct cluster *cl, struct rpc_call *call, const Tern__RpcReq
     }
 }
 
+/* body_has for a batch: each check may read a whole body (BlobDB), so in the pool */
+struct has_work {
+    uv_work_t w;
+    struct cluster *cl;
+    struct rpc_call *call;
+    uint8_t *hashes;  /* n * 32 bytes (malloc) */
+    uint8_t *present; /* n bytes (malloc) */
+    size_t n;
+};
+
+static void has_work(uv_work_t *w)
+{
+    struct has_work *h = w->data;
+    for (size_t i = 0; i < h->n; i++)
+        h->present[i] = body_has(h->cl->db, h->hashes + 32 * i) == 1;
+}
+
+static void has_done(uv_work_t *w, int status)
+{
+    struct has_work *h = w->data;
+    (void) status;
+    Tern__RpcResponse resp = TERN__RPC_RESPONSE__INIT;
+    resp.has_present = 1;
+    resp.present.data = h->present;
+    resp.present.len = h->n;
+    rpc_reply(h->call, &resp);
+    free(h->hashes);
+    free(h->present);
+    free(h);
+}
+
 static void h_body_has(struct cluster *cl, struct rpc_call *call, const Tern__RpcRequest *req)
 {
     size_t n = req->body_has.len / 32;
     if (req->body_has.len % 32 != 0 || n > 4096)
         return rpc_reply_status(call, CONS_EINVAL, "bad hash list");
-    uint8_t *present = malloc(n ? n : 1);
-    if (present == NULL)
+    struct has_work *h = calloc(1, sizeof *h);
+    if (h != NULL) {
+        h->hashes = malloc(n ? 32 * n : 1);
+        h->present = malloc(n ? n : 1);
+    }
+    if (h == NULL || h->hashes == NULL || h->present == NULL) {
+        if (h) {
+            free(h->hashes);
+            free(h->present);
+        }
+        free(h);
         return rpc_reply_status(call, CONS_ENOMEM, NULL);
-    for (size_t i = 0; i < n; i++)
-        present[i] = body_has(cl->db, req->body_has.data + 32 * i) == 1;
-    Tern__RpcResponse resp = TERN__RPC_RESPONSE__INIT;
-    resp.has_present = 1;
-    resp.present.data = present;
-    resp.present.len = n;
-    rpc_reply(call, &resp);
-    free(present);
+    }
+    memcpy(h->hashes, req->body_has.data, 32 * n);
+    h->n = n;
+    h->cl = cl;
+    h->call = call;
+    h->w.data = h;
+    if (uv_queue_work(rpc_loop(cl->rpc), &h->w, has_work, has_done) != 0) {
+        free(h->hashes);
+        free(h->present);
+        free(h);
+        rpc_reply_status(call, CONS_EIO, "queue");
+    }
 }
 
 static const char *role_name(enum cons_role r)
@@ -1486,9 +1530,9 @@ int cluster_body_fetch(struct cluster *cl, const uint8_t *hashes, size_t n, stru
         free(f);
         return -1;
     }
-    for (size_t i = 0; i < n; i++) /* only the missing ones travel */
-        if (body_has(cl->db, hashes + 32 * i) != 1)
-            memcpy(f->hashes + 32 * f->n++, hashes + 32 * i, 32);
+    /* the callers found these missing; checking again here would read on their loop */
+    memcpy(f->hashes, hashes, 32 * n);
+    f->n = n;
     f->cl = cl;
     f->q = q;
     f->done = done;

@@ -86,8 +86,8 @@ int cluster_sync(struct cluster *cl, struct loopq *q, void (*done)(void *arg, in
 typedef void cluster_body_cb(void *arg, int status);
 int cluster_body_replicate(struct cluster *cl, const uint8_t hash[32], const void *data, size_t len,
                            struct loopq *q, cluster_body_cb *done, void *arg);
-/* cluster_body_fetch(): brings the bodies named in HASHES (N of them, 32 bytes each) that
- * are missing here from their owners and stores them here; DONE(ARG, 0) when all are
+/* cluster_body_fetch(): brings the bodies named in HASHES (N of them, 32 bytes each),
+ * which the caller found missing here, from their owners and stores them here; DONE(ARG, 0) when all are
  * here, -1 when one could not be found. */
 int cluster_body_fetch(struct cluster *cl, const uint8_t *hashes, size_t n, struct loopq *q,
                        cluster_body_cb *done, void *arg);
