@@ -42,6 +42,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keys.h"
+
 #define AUTH_LABEL_LEN 16 /* both labels have this length: no label is a prefix of another */
 static const char auth_label_client[] = "tern-auth-client";
 static const char auth_label_server[] = "tern-auth-server";
@@ -107,17 +109,6 @@ static void key_err(char *err, size_t errlen, const char *path, const char *fmt,
     va_end(ap);
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool auth_key_valid(const struct auth_key *k)
 {
     return k != NULL && k->len >= AUTH_SECRET_MIN && k->len <= AUTH_SECRET_MAX;
@@ -132,15 +123,15 @@ static const char *key_decode(const char *text, size_t n, struct auth_key *k)
             n--;
     }
     for (size_t i = 0; i < n; i++)
-        if (hex_value((unsigned char) text[i]) < 0)
+        if (hex_digit((unsigned char) text[i]) < 0)
             return "not hex text (only 0-9, a-f and one final newline are allowed)";
     if (n % 2 != 0)
         return "odd number of hex digits";
     if (n < 2 * AUTH_SECRET_MIN || n > 2 * AUTH_SECRET_MAX)
         return "the secret must be 16 to 64 bytes (32 to 128 hex digits)";
     for (size_t i = 0; i < n; i += 2)
-        k->bytes[i / 2] = (uint8_t) (hex_value((unsigned char) text[i]) << 4 |
-                                     hex_value((unsigned char) text[i + 1]));
+        k->bytes[i / 2] = (uint8_t) (hex_digit((unsigned char) text[i]) << 4 |
+                                     hex_digit((unsigned char) text[i + 1]));
     k->len = n / 2;
     return NULL;
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keys.h"
 #include "log.h"
 
 #define BODY_KEY_PREFIX 0x62 /* 'b': the only key family in the bodies CF */
@@ -50,18 +51,6 @@ void body_hash_hex(const uint8_t hash[BODY_HASH_LEN], char out[BODY_HEX_LEN])
     out[2 * BODY_HASH_LEN] = '\0';
 }
 
-/* body_hex_digit() returns the value of hex digit C (either case), or -1. */
-static int body_hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int body_hash_parse(const char *hex, uint8_t hash[BODY_HASH_LEN])
 {
     uint8_t tmp[BODY_HASH_LEN];
@@ -73,8 +62,8 @@ int body_hash_parse(const char *hex, uint8_t hash[BODY_HASH_LEN])
         int hi, lo;
         if (hex[2 * i] == '\0' || hex[2 * i + 1] == '\0')
             return -1;
-        hi = body_hex_digit(hex[2 * i]);
-        lo = body_hex_digit(hex[2 * i + 1]);
+        hi = hex_digit((unsigned char) hex[2 * i]);
+        lo = hex_digit((unsigned char) hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         tmp[i] = (uint8_t) (hi << 4 | lo);

@@ -63,4 +63,7 @@ uint64_t be64_get(const uint8_t in[8]);
 void be32_put(uint8_t out[4], uint32_t v);
 uint32_t be32_get(const uint8_t in[4]);
 
+/* hex_digit() is the value of hex digit C (either case), or -1. */
+int hex_digit(int c);
+
 #endif

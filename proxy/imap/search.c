@@ -18,8 +18,9 @@
 
 #include "body_store.h"
 #include "imap.h"
-#include "model.h"
+#include "keys.h"
 #include "log.h"
+#include "model.h"
 
 #define SEARCH_DEPTH_MAX 32
 
@@ -372,17 +373,6 @@ static bool load_mime(struct cand *c)
     return c->mime_ok;
 }
 
-static int hexv(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    return -1;
-}
-
 /* imap_decode_cte(): base64 or quoted-printable undone into OUT (malloc'd). */
 char *imap_decode_cte(const char *p, size_t n, const char *enc, size_t encl, size_t *outl)
 {
@@ -418,8 +408,8 @@ char *imap_decode_cte(const char *p, size_t n, const char *enc, size_t encl, siz
         for (size_t i = 0; i < n; i++) {
             if (p[i] == '=' && i + 1 < n && (p[i + 1] == '\r' || p[i + 1] == '\n')) {
                 i += (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n') ? 2 : 1;
-            } else if (p[i] == '=' && i + 2 < n && hexv(p[i + 1]) >= 0 && hexv(p[i + 2]) >= 0) {
-                out[o++] = (char) (hexv(p[i + 1]) * 16 + hexv(p[i + 2]));
+            } else if (p[i] == '=' && i + 2 < n && hex_digit(p[i + 1]) >= 0 && hex_digit(p[i + 2]) >= 0) {
+                out[o++] = (char) (hex_digit(p[i + 1]) * 16 + hex_digit(p[i + 2]));
                 i += 2;
             } else {
                 out[o++] = p[i];
@@ -489,9 +479,9 @@ static size_t rfc2047_decode(const char *in, size_t n, char *out, size_t cap)
                         for (const char *t = text; d && t < end; t++) {
                             if (*t == '_')
                                 d[dl++] = ' ';
-                            else if (*t == '=' && t + 2 < end && hexv(t[1]) >= 0 &&
-                                     hexv(t[2]) >= 0) {
-                                d[dl++] = (char) (hexv(t[1]) * 16 + hexv(t[2]));
+                            else if (*t == '=' && t + 2 < end && hex_digit(t[1]) >= 0 &&
+                                     hex_digit(t[2]) >= 0) {
+                                d[dl++] = (char) (hex_digit(t[1]) * 16 + hex_digit(t[2]));
                                 t += 2;
                             } else
                                 d[dl++] = *t;
