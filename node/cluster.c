@@ -805,7 +805,8 @@ struct admin_op {
     int hops;
     uv_timer_t timer;
     /* status */
-    size_t n, answered;
+    size_t n;
+    _Atomic size_t answered; /* from the RPC loop and the caller's: see status_count() */
     Tern__NodeStatus **ns;
     struct member_view *view;
 };
@@ -1034,6 +1035,15 @@ struct status_slot {
     size_t i;
 };
 
+/* status_count(): one member answered (RPC loop) or could not be asked (caller's loop);
+ * the caller holds one more count until it has sent every request, so the answers are
+ * formatted exactly once, after the last. */
+static void status_count(struct admin_op *o)
+{
+    if (atomic_fetch_add(&o->answered, 1) + 1 == o->n + 1)
+        status_format(o);
+}
+
 static void status_answer(void *arg, int status, const Tern__RpcResponse *resp)
 {
     struct status_slot *sl = arg;
@@ -1048,8 +1058,7 @@ static void status_answer(void *arg, int status, const Tern__RpcResponse *resp)
         }
     }
     free(sl);
-    if (++o->answered == o->n)
-        status_format(o);
+    status_count(o);
 }
 
 int cluster_status(struct cluster *cl, struct loopq *q, cluster_done_cb *done, void *arg)
@@ -1070,7 +1079,6 @@ int cluster_status(struct cluster *cl, struct loopq *q, cluster_done_cb *done, v
         free(o);
         return -1;
     }
-    size_t to_ask = o->n;
     for (size_t i = 0; i < o->n; i++) {
         struct status_slot *sl = malloc(sizeof *sl);
         Tern__RpcRequest req;
@@ -1078,20 +1086,17 @@ int cluster_status(struct cluster *cl, struct loopq *q, cluster_done_cb *done, v
         req.op_case = TERN__RPC_REQUEST__OP_STATUS;
         req.status = 1;
         if (sl == NULL) {
-            to_ask--;
-            o->answered++;
+            status_count(o); /* shown as down */
             continue;
         }
         sl->o = o;
         sl->i = i;
         if (rpc_send(cl->rpc, o->view->rpc[i], &req, STATUS_TIMEOUT_MS, status_answer, sl) != 0) {
             free(sl);
-            o->answered++;
+            status_count(o);
         }
     }
-    if (o->answered == o->n) /* nothing was sent */
-        status_format(o);
-    (void) to_ask;
+    status_count(o); /* the caller's own count: every request is out */
     return 0;
 }
 
